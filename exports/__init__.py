@@ -1,0 +1,1 @@
+"""Open-data releases: Parquet, Darwin Core Archive, metadata, checksums (issue #6)."""

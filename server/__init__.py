@@ -1,0 +1,1 @@
+"""Phenosync server: the only package that knows Starlette and the ORM."""

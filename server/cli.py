@@ -1,0 +1,214 @@
+"""The ``phenosync`` command: serve, migrate, users, demo data.
+
+Every command reads the same settings as the server (``server.settings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from schemas.roles import ROLE_NAMES, GlobalRole, ProjectRole
+from server.database import Database
+from server.settings import Settings
+
+T = TypeVar("T")
+
+
+def run_with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Open the database, make it current, run ``work``, close it."""
+
+    async def main() -> T:
+        database = Database(settings.database_url)
+        await database.open()
+        try:
+            with database.context:
+                return await work(database)
+        finally:
+            await database.close()
+
+    return asyncio.run(main())
+
+
+def _progress(event: str, app_label: str, name: str) -> None:
+    if event == "apply_done":
+        click.echo(f"  applied {app_label}.{name}")
+
+
+@click.group()
+@click.version_option(package_name="phenosync")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Phenosync: the server of a citizen-science phenology network."""
+    ctx.obj = Settings.from_env()
+
+
+@main.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Apply pending database migrations."""
+
+    async def work(db: Database) -> None:
+        pending = await db.pending_migrations()
+        await db.migrate(progress=_progress)
+        click.echo(f"{len(pending)} migration(s) applied; the database is up to date.")
+
+    run_with_database(settings, work)
+
+
+@main.command()
+@click.option("--name", default=None, help="Name of the new migration.")
+@click.pass_obj
+def makemigrations(settings: Settings, name: str | None) -> None:
+    """(Developers) write a migration for model changes into server/migrations."""
+    from tortoise.cli import cli as tortoise_cli
+    from tortoise.config import TortoiseConfig
+
+    from server.database import tortoise_config
+
+    config = TortoiseConfig.resolve_args(tortoise_config(settings.database_url), None)
+    # Reuse Tortoise's own command, with our config.
+    tortoise_cli._load_config = lambda ctx: config
+    asyncio.run(
+        tortoise_cli.makemigrations(tortoise_cli.CLIContext(None, None), (), False, name)
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default: PHENOSYNC_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default: PHENOSYNC_PORT).")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.pass_obj
+def serve(settings: Settings, host: str | None, port: int | None, workers: int) -> None:
+    """Apply pending migrations, then serve the API."""
+    import uvicorn
+
+    run_with_database(settings, lambda db: db.migrate(progress=_progress))
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(ROLE_NAMES), default="volunteer", show_default=True)
+@click.option("--project", "project_slug", default=None,
+              help="Project slug: needed for reviewer and expert, optional otherwise.")
+@click.option("--password", default=None,
+              help="Password for logging in (default: none, token only).")
+@click.pass_obj
+def user_add(
+    settings: Settings, username: str, role: str, project_slug: str | None, password: str | None
+) -> None:
+    """Create a user and print a bearer token for it (the last line of output)."""
+    from tortoise.exceptions import IntegrityError
+    from tortoise.transactions import in_transaction
+
+    from server.models import audit
+    from server.models.accounts import Membership, User
+    from server.models.reference import Project
+    from server.passwords import hash_password_sync
+    from server.tokens import issue
+
+    if role in ("reviewer", "expert") and project_slug is None:
+        raise click.UsageError(f"--role {role} is a project role: give --project SLUG.")
+    global_role = GlobalRole(role) if role in GlobalRole.__members__.values() else None
+    project_role = ProjectRole(role) if role in ProjectRole.__members__.values() else None
+
+    async def work(db: Database) -> str:
+        project = None
+        if project_slug is not None:
+            project = await Project.get_or_none(slug=project_slug)
+            if project is None:
+                raise click.ClickException(f"There is no project {project_slug!r}.")
+        # An unusable hash: a user created without a password logs in by token only.
+        pw_hash = hash_password_sync(password) if password else "!"
+        try:
+            async with in_transaction() as conn:
+                created = await User.create(
+                    username=username,
+                    display_name=username,
+                    password_hash=pw_hash,
+                    role=global_role or GlobalRole.VOLUNTEER,
+                    using_db=conn,
+                )
+                if project is not None:
+                    await Membership.create(
+                        user=created, project=project,
+                        role=project_role or ProjectRole.COORDINATOR, using_db=conn,
+                    )
+                await audit.record("user.created", "user", created.id, using_db=conn,
+                                   data={"role": role, "project": project_slug, "via": "cli"})
+        except IntegrityError:
+            raise click.ClickException(f"The user {username!r} exists already.") from None
+        token, _ = await issue(created, name="cli", ttl_days=settings.token_ttl_days)
+        return token
+
+    token = run_with_database(settings, work)
+    where = f" in project {project_slug}" if project_slug else ""
+    click.echo(f"Created user {username!r} with role {role}{where}. Bearer token:")
+    click.echo(token)
+
+
+@main.command()
+@click.option("--observations", default=400, show_default=True, help="How many observations.")
+@click.option("--seed", default=2026, show_default=True)
+@click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) when data exists.")
+@click.pass_obj
+def demo(settings: Settings, observations: int, seed: int, if_empty: bool) -> None:
+    """Load the vocabulary, a demo project, demo users and observations into an empty database."""
+    from server.demo import DEMO_PASSWORD, DEMO_USERS, database_is_empty, load_demo
+
+    async def work(db: Database) -> Any:
+        await db.migrate()
+        if not await database_is_empty():
+            return None
+        return await load_demo(observations=observations, seed=seed)
+
+    report = run_with_database(settings, work)
+    if report is None:
+        if if_empty:
+            click.echo("The database has data already: demo data not loaded.")
+            return
+        raise click.ClickException(
+            "The database is not empty: demo data only loads into an empty database."
+        )
+    click.echo(
+        f"Loaded {report.taxa} taxa, {report.phenophases} phenophases, {report.users} users "
+        f"and {report.observations} observations."
+    )
+    click.echo(f"Demo users (password {DEMO_PASSWORD!r}): {', '.join(DEMO_USERS)}")
+
+
+@main.command("load-vocabulary")
+@click.pass_obj
+def load_vocabulary_command(settings: Settings) -> None:
+    """Load or update the shipped taxa and phenophases."""
+    from server.vocabulary import load_vocabulary
+
+    async def work(db: Database) -> Any:
+        await db.migrate()
+        return await load_vocabulary()
+
+    r = run_with_database(settings, work)
+    click.echo(f"{r.created} created, {r.updated} updated, {r.unchanged} unchanged.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

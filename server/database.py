@@ -1,0 +1,103 @@
+"""The database: Tortoise configuration, an owned context, and migrations.
+
+The app owns one ``TortoiseContext`` rather than Tortoise's global state, and
+``DatabaseContextMiddleware`` makes it current for each request.  Several apps
+(tests, benchmarks) can live in one process, each with its own database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.context import TortoiseContext
+from tortoise.migrations.executor import MigrationExecutor
+
+from server.models import MODEL_MODULES
+
+APP_LABEL = "models"
+MIGRATIONS_MODULE = "server.migrations"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    connection: str | dict[str, Any] = database_url
+    if database_url.startswith("sqlite://"):
+        # WAL lets readers go on while one writer writes; a busy timeout makes
+        # a second writer wait (queue) instead of failing with "database is
+        # locked".
+        path = database_url[len("sqlite://") :]
+        connection = {
+            "engine": "tortoise.backends.sqlite",
+            "credentials": {
+                "file_path": path,
+                "journal_mode": "WAL",
+                "journal_size_limit": 16 * 1024 * 1024,
+                "foreign_keys": "ON",
+                "busy_timeout": 30000,
+            },
+        }
+    return {
+        "connections": {"default": connection},
+        "apps": {
+            APP_LABEL: {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+class Database:
+    """One database: opened by the lifespan, made current per request."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.context = TortoiseContext()
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.url.startswith("sqlite://") else "postgres"
+
+    async def open(self) -> None:
+        with self.context:
+            await self.context.init(config=tortoise_config(self.url))
+
+    async def close(self) -> None:
+        await self.context.close_connections()
+
+    def connection(self) -> BaseDBAsyncClient:
+        return self.context.db()
+
+    async def migrate(self, progress: Callable[[str, str, str], object] | None = None) -> None:
+        """Apply every pending migration (``phenosync migrate``; ``serve`` at start)."""
+        with self.context:
+            config = tortoise_config(self.url)
+            executor = MigrationExecutor(self.connection(), config["apps"])
+            await executor.migrate(None, progress=progress)
+
+    async def pending_migrations(self) -> list[str]:
+        with self.context:
+            config = tortoise_config(self.url)
+            executor = MigrationExecutor(self.connection(), config["apps"])
+            plan = await executor.plan(None)
+            return [f"{s.migration.app_label}.{s.migration.name}" for s in plan if not s.backward]
+
+
+class DatabaseContextMiddleware:
+    """Pure ASGI middleware: runs each request with the app's database current."""
+
+    def __init__(self, app: ASGIApp, database: Database) -> None:
+        self.app = app
+        self.database = database
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        with self.database.context:
+            await self.app(scope, receive, send)

@@ -1,0 +1,135 @@
+"""Endpoints declared once: route, access rule, request and response schemas.
+
+An ``Endpoint`` is the single place that says who may call a route and what
+it accepts.  From the same list the app builds its Starlette routes and
+``/openapi.json`` describes every ``/api/v1`` route, so the two cannot drift
+(``tests/server/test_openapi.py`` checks they do not).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from schemas import errors, messages
+from schemas.roles import GlobalRole
+from server.models.accounts import ApiToken, User
+from server.tokens import authenticate
+
+
+class Access(StrEnum):
+    PUBLIC = "public"  # anyone, no token
+    USER = "user"  # any signed-in user
+    COORDINATOR = "coordinator"  # global coordinator or admin
+    ADMIN = "admin"
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, the caller and the validated body."""
+
+    request: Request
+    user: User | None
+    token: ApiToken | None
+    body: Any = None
+
+    @property
+    def settings(self) -> Any:
+        return self.request.app.state.settings
+
+    def require_user(self) -> User:
+        if self.user is None:
+            raise errors.NotAuthenticated()
+        return self.user
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access
+    request_schema: str | None = None
+    response_schema: str | None = None
+    status: int = 200
+    tags: Sequence[str] = field(default_factory=tuple)
+    description: str = ""
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise errors.NotAuthenticated(
+            "The Authorization header must be 'Bearer <token>'.", code="invalid_token"
+        )
+    return value.strip()
+
+
+async def identify(request: Request) -> tuple[User | None, ApiToken | None]:
+    token = bearer_token(request)
+    if token is None:
+        return None, None
+    found = await authenticate(token)
+    if found is None:
+        raise errors.NotAuthenticated(
+            "The token is unknown, expired or revoked: log in again.", code="invalid_token"
+        )
+    return found
+
+
+def check_access(access: Access, user: User | None) -> None:
+    if access is Access.PUBLIC:
+        return
+    if user is None:
+        raise errors.NotAuthenticated()
+    if access is Access.COORDINATOR and user.role not in (GlobalRole.COORDINATOR, GlobalRole.ADMIN):
+        raise errors.PermissionDenied("Only coordinators and admins may do this.")
+    if access is Access.ADMIN and user.role != GlobalRole.ADMIN:
+        raise errors.PermissionDenied("Only admins may do this.")
+
+
+async def read_json(request: Request, schema: str) -> Any:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise errors.UnsupportedMediaType(
+            f"Send the body as 'Content-Type: application/json', not {content_type or 'nothing'!r}."
+        )
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
+    found = messages.problems(schema, body)
+    if found:
+        raise errors.ValidationFailed(
+            f"The request body does not match the {schema} schema: {found[0]['message']}"
+            f" (at {found[0]['path']}).",
+            details=found,
+        )
+    return body
+
+
+def route(endpoint: Endpoint) -> Route:
+    async def app(request: Request) -> Response:
+        user, token = await identify(request)
+        check_access(endpoint.access, user)
+        body = None
+        if endpoint.request_schema is not None:
+            body = await read_json(request, endpoint.request_schema)
+        return await endpoint.handler(Call(request=request, user=user, token=token, body=body))
+
+    return Route(endpoint.path, app, methods=[endpoint.method], name=endpoint.handler.__name__)

@@ -1,0 +1,50 @@
+"""The sync sequence: one counter, advanced inside every writing transaction.
+
+Every synced row carries the number its last write took (``updated_seq``).
+The counter row is updated inside the writer's transaction, so on PostgreSQL
+its row lock is held until commit: numbers are handed out in commit order and
+a reader never sees number N committed while a smaller one is still pending.
+SQLite has one writer at a time, which gives the same order.  This is why the
+cursor is this number and never a clock (DESIGN.md, "Sync protocol").
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.models import Model
+
+COUNTER_ID = 1
+
+
+class SyncCounter(Model):
+    id = fields.IntField(primary_key=True)
+    value = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "sync_counter"
+
+
+async def next_seq(connection: BaseDBAsyncClient, count: int = 1) -> int:
+    """Reserve ``count`` numbers and return the last; call inside a transaction.
+
+    The first call on an empty database creates the counter row.
+    """
+    # Placeholders differ per dialect; the values are integers we control.
+    rows = await connection.execute_query_dict(
+        f"UPDATE sync_counter SET value = value + {int(count)} "
+        f"WHERE id = {COUNTER_ID} RETURNING value"
+    )
+    if rows:
+        return int(rows[0]["value"])
+    await connection.execute_query(
+        f"INSERT INTO sync_counter (id, value) VALUES ({COUNTER_ID}, 0) ON CONFLICT (id) DO NOTHING"
+    )
+    return await next_seq(connection, count)
+
+
+async def current_seq(connection: BaseDBAsyncClient) -> int:
+    rows = await connection.execute_query_dict(
+        f"SELECT value FROM sync_counter WHERE id = {COUNTER_ID}"
+    )
+    return int(rows[0]["value"]) if rows else 0

@@ -1,0 +1,101 @@
+"""``/openapi.json``, generated from the endpoint declarations and JSON Schemas."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from schemas import messages
+from server.endpoint import Access, Endpoint
+
+_ERROR_STATUSES = {
+    "400": "Malformed request (bad JSON, bad parameter).",
+    "401": "Missing, unknown, expired or revoked token.",
+    "403": "The caller's role does not allow this.",
+    "404": "Not found.",
+    "413": "Body too large.",
+    "415": "Body is not application/json.",
+    "422": "Body does not match the schema.",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _component_name(schema_file: str) -> str:
+    return messages.load(schema_file).get("title", schema_file)
+
+
+def _rewrite_refs(node: Any) -> Any:
+    """Point ``{"$ref": "user.json"}`` at ``#/components/schemas/User``."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.endswith(".json"):
+                out[key] = _ref(_component_name(value[: -len(".json")]))["$ref"]
+            elif key in ("$schema", "$id"):
+                continue
+            else:
+                out[key] = _rewrite_refs(value)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v) for v in node]
+    return node
+
+
+def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": ep.handler.__name__,
+            "summary": ep.summary,
+            "tags": list(ep.tags),
+            "x-access": str(ep.access),
+            "responses": {},
+        }
+        if ep.description:
+            operation["description"] = ep.description
+        params = re.findall(r"{(\w+)}", ep.path)
+        if params:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if ep.access is not Access.PUBLIC:
+            operation["security"] = [{"bearer": []}]
+        if ep.request_schema:
+            schema = _ref(_component_name(ep.request_schema))
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
+        ok: dict[str, Any] = {"description": "Success."}
+        if ep.response_schema:
+            ok["content"] = {
+                "application/json": {"schema": _ref(_component_name(ep.response_schema))}
+            }
+        elif ep.status != 204:
+            ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+        operation["responses"][str(ep.status)] = ok
+        for status, text in _ERROR_STATUSES.items():
+            operation["responses"][status] = {
+                "description": text,
+                "content": {"application/json": {"schema": _ref("Error")}},
+            }
+        paths.setdefault(ep.path, {})[ep.method.lower()] = operation
+    components = {_component_name(n): _rewrite_refs(messages.load(n)) for n in messages.names()}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Phenosync API",
+            "version": version,
+            "description": "Citizen-science phenology: sync, photos, review, open data.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

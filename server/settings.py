@@ -1,0 +1,108 @@
+"""Settings: read once, from the environment, with types and defaults.
+
+Nothing else in the code base reads ``os.environ``.  Every setting is listed in
+``docs/settings.md``; ``tests/server/test_settings.py`` fails when one is not.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.config import Config
+from starlette.datastructures import Secret
+
+PREFIX = "PHENOSYNC_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    secret_key: Secret = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 4 * 1024 * 1024
+    token_ttl_days: int = 365
+    log_level: str = "info"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.data_dir / "releases"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment).
+
+        Creates the data dir, and on first run a secret key kept in it (mode
+        0600), so that pseudonyms and signed values survive restarts.
+        """
+        env = os.environ if environ is None else environ
+        config = Config(environ=dict(env))
+        data_dir = Path(config(PREFIX + "DATA_DIR", cast=str, default="./data")).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        default_db = f"sqlite://{data_dir / 'phenosync.sqlite3'}"
+        database_url = config(PREFIX + "DATABASE_URL", cast=str, default=default_db)
+        secret = config(PREFIX + "SECRET_KEY", cast=Secret, default=None)
+        if secret is None or not str(secret):
+            secret = Secret(_stored_secret(data_dir))
+        return cls(
+            data_dir=data_dir,
+            database_url=normalise_database_url(database_url),
+            secret_key=secret,
+            host=config(PREFIX + "HOST", cast=str, default="127.0.0.1"),
+            port=config(PREFIX + "PORT", cast=int, default=8000),
+            max_body_bytes=config(PREFIX + "MAX_BODY_BYTES", cast=int, default=4 * 1024 * 1024),
+            token_ttl_days=config(PREFIX + "TOKEN_TTL_DAYS", cast=int, default=365),
+            log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
+        )
+
+
+#: Every environment variable ``Settings.from_env`` reads; the docs test uses it.
+ENVIRONMENT_VARIABLES = tuple(
+    PREFIX + name
+    for name in (
+        "DATA_DIR",
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "HOST",
+        "PORT",
+        "MAX_BODY_BYTES",
+        "TOKEN_TTL_DAYS",
+        "LOG_LEVEL",
+    )
+)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the spellings people paste (``postgresql://``) as Tortoise's."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgres://" + url[len(prefix) :]
+    return url
+
+
+def _stored_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if not path.exists():
+        # Write a private temporary file, then link it into place: link fails
+        # when the key exists, so two processes starting at once agree on one
+        # key and neither ever reads a half-written file.
+        tmp = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,1 @@
+"""The sync protocol as logic: push, pull, cursors, conflicts, idempotency (issue #3)."""

@@ -1,0 +1,118 @@
+"""Test fixtures: every database test runs on SQLite and, when
+``PHENOSYNC_TEST_POSTGRES_URL`` is set, on PostgreSQL too.
+
+The app (and its database, migrated with the real migrations) is built once
+per backend per session; every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from starlette.applications import Starlette
+from tortoise import context as tortoise_context
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from server.app import create_app
+from server.settings import Settings
+
+POSTGRES_URL = os.environ.get("PHENOSYNC_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+
+
+def _pg_url(database: str) -> str:
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite://{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        return
+    # One fresh database per session: parallel runs never share state.
+    name = f"phenosync_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("data")
+    return Settings.from_env(
+        {
+            "PHENOSYNC_DATA_DIR": str(data_dir),
+            "PHENOSYNC_DATABASE_URL": database_url,
+            "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    # Tortoise caches INSERT statements per connection name, not per dialect:
+    # start each backend's session with an empty cache.
+    EXECUTOR_CACHE.clear()
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        database = application.state.database
+        await database.migrate()
+        # Tests call the ORM directly, outside any request: make this app's
+        # database the fallback context for the session.
+        tortoise_context.set_global_context(database.context)
+        try:
+            yield application
+        finally:
+            tortoise_context._global_context = None
+
+
+@pytest.fixture
+async def db(app: Starlette) -> AsyncIterator[Starlette]:
+    """Empty tables (and a restarted sequence) before the test."""
+    database = app.state.database
+    conn = database.connection()
+    tables = sorted(
+        model._meta.db_table
+        for models in database.context.apps.values()
+        for model in models.values()
+    )
+    if database.dialect == "postgres":
+        await conn.execute_script(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+        )
+    else:
+        script = "PRAGMA foreign_keys = OFF;"
+        script += "".join(f'DELETE FROM "{t}";' for t in tables)
+        script += "DELETE FROM sqlite_sequence; PRAGMA foreign_keys = ON;"
+        await conn.execute_script(script)
+    yield app
+
+
+@pytest.fixture
+async def client(db: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=db)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def tmp_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield {"PHENOSYNC_DATA_DIR": str(tmp_path / "data")}
