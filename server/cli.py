@@ -195,6 +195,19 @@ def demo(settings: Settings, observations: int, seed: int, if_empty: bool) -> No
     click.echo(f"Demo users (password {DEMO_PASSWORD!r}): {', '.join(DEMO_USERS)}")
 
 
+@main.command("purge-tombstones")
+@click.pass_obj
+def purge_tombstones_command(settings: Settings) -> None:
+    """Remove tombstones older than PHENOSYNC_TOMBSTONE_RETENTION_DAYS (run daily)."""
+    from server.tombstones import purge_tombstones
+
+    async def work(db: Database) -> int:
+        return await purge_tombstones(settings.tombstone_retention_days)
+
+    count = run_with_database(settings, work)
+    click.echo(f"Purged {count} tombstone(s) older than {settings.tombstone_retention_days} days.")
+
+
 @main.command("load-vocabulary")
 @click.pass_obj
 def load_vocabulary_command(settings: Settings) -> None:

@@ -27,6 +27,7 @@ class Settings:
     port: int = 8000
     max_body_bytes: int = 4 * 1024 * 1024
     token_ttl_days: int = 365
+    tombstone_retention_days: int = 90
     log_level: str = "info"
 
     @property
@@ -61,6 +62,9 @@ class Settings:
             port=config(PREFIX + "PORT", cast=int, default=8000),
             max_body_bytes=config(PREFIX + "MAX_BODY_BYTES", cast=int, default=4 * 1024 * 1024),
             token_ttl_days=config(PREFIX + "TOKEN_TTL_DAYS", cast=int, default=365),
+            tombstone_retention_days=config(
+                PREFIX + "TOMBSTONE_RETENTION_DAYS", cast=int, default=90
+            ),
             log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
         )
 
@@ -76,6 +80,7 @@ ENVIRONMENT_VARIABLES = tuple(
         "PORT",
         "MAX_BODY_BYTES",
         "TOKEN_TTL_DAYS",
+        "TOMBSTONE_RETENTION_DAYS",
         "LOG_LEVEL",
     )
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -62,6 +63,13 @@ async def require_project_role(user: User, project: Project, needed: ProjectRole
         raise errors.PermissionDenied(
             f"This needs the {needed} role in project {project.slug!r}."
         )
+
+
+async def touch(project: Project, conn: BaseDBAsyncClient) -> None:
+    """Give the project a new sync number, so that a new member's device pulls it
+    even when it had pulled past the project's last change."""
+    project.updated_seq = await next_seq(conn)
+    await project.save(using_db=conn, update_fields=["updated_seq", "updated_at"])
 
 
 async def list_projects(call: Call) -> Response:
@@ -133,11 +141,13 @@ async def join_project(call: Call) -> Response:
         raise errors.PermissionDenied(
             f"Project {project.slug!r} is invitation-only: ask a coordinator to add you."
         )
-    membership, created = await Membership.get_or_create(
-        user=user, project=project, defaults={"role": ProjectRole.VOLUNTEER}
-    )
-    if created:
-        await audit.record("project.joined", "project", project.id, actor=user)
+    async with in_transaction() as conn:
+        membership, created = await Membership.get_or_create(
+            user=user, project=project, defaults={"role": ProjectRole.VOLUNTEER}, using_db=conn
+        )
+        if created:
+            await audit.record("project.joined", "project", project.id, actor=user,
+                               using_db=conn)
     return JSONResponse(
         {"project": project.slug, "role": str(membership.role)}, status_code=201 if created else 200
     )
@@ -163,6 +173,8 @@ async def set_member_role(call: Call) -> Response:
         else:
             membership.role = role
             await membership.save(using_db=conn, update_fields=["role"])
+        if before is None:
+            await touch(project, conn)
         await audit.record(
             "membership.role_set", "project", project.id, actor=actor, using_db=conn,
             data={"user": member.username, "from": before, "to": str(role)},

@@ -1,0 +1,97 @@
+"""The sync endpoints: WatermelonDB-compatible pull and push (docs/sync-protocol.md)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from starlette.responses import JSONResponse, Response
+from tortoise.transactions import in_transaction
+
+from schemas import errors
+from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
+from server.endpoint import Access, Call, Endpoint
+from server.sync_store import OrmSyncStore
+from sync.pull import parse_migration, pull
+from sync.push import push
+
+
+def _int_param(call: Call, name: str, default: int | None, *, minimum: int = 0,
+               maximum: int | None = None) -> int | None:
+    raw = call.request.query_params.get(name)
+    if raw is None or raw in ("", "null", "undefined"):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.InvalidParameter(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        raise errors.InvalidParameter(f"{name} must be at least {minimum}{bound}.")
+    return value
+
+
+async def pull_changes(call: Call) -> Response:
+    user = call.require_user()
+    last_pulled_at = _int_param(call, "last_pulled_at", None)
+    schema_version = _int_param(call, "schema_version", SCHEMA_VERSION)
+    limit = _int_param(call, "limit", DEFAULT_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE)
+    raw_migration = call.request.query_params.get("migration")
+    migration = None
+    if raw_migration not in (None, "", "null"):
+        try:
+            migration = parse_migration(json.loads(raw_migration or ""))
+        except ValueError:
+            raise errors.InvalidParameter("migration must be URL-encoded JSON.") from None
+    async with in_transaction() as conn:
+        if call.request.app.state.database.dialect == "postgres":
+            # One snapshot for the whole page, so that the counter and the rows agree.
+            await conn.execute_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        body = await pull(
+            OrmSyncStore(conn), user_id=user.id, last_pulled_at=last_pulled_at,
+            schema_version=SCHEMA_VERSION if schema_version is None else schema_version,
+            limit=limit or DEFAULT_PAGE_SIZE,
+            migration=migration,
+        )
+    return JSONResponse(body)
+
+
+async def push_changes(call: Call) -> Response:
+    user = call.require_user()
+    last_pulled_at = _int_param(call, "last_pulled_at", None)
+    changes = call.body["changes"]
+    total = sum(len(section.get(k, [])) for section in changes.values()
+                for k in ("created", "updated", "deleted"))
+    if total > MAX_PUSH_RECORDS:
+        raise errors.PayloadTooLarge(
+            f"A push may hold at most {MAX_PUSH_RECORDS} records ({total} sent): "
+            "push in smaller batches.",
+            details={"max_records": MAX_PUSH_RECORDS},
+        )
+    device = call.body.get("device_id") or call.request.headers.get("x-device-id") or None
+    if device is not None and len(device) > 64:
+        raise errors.InvalidParameter("X-Device-Id may be at most 64 characters.")
+    async with in_transaction() as conn:
+        result = await push(
+            OrmSyncStore(conn), user_id=user.id, device=device, last_pulled_at=last_pulled_at,
+            changes=changes, now=datetime.now(UTC),
+        )
+    return JSONResponse(result.to_dict())
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/api/v1/sync/pull", pull_changes,
+        "Pull changes since a cursor (WatermelonDB pullChanges)", Access.USER,
+        response_schema="sync-pull-response", tags=("sync",),
+        description="Query: last_pulled_at (cursor or null), schema_version, limit, migration "
+        "(URL-encoded JSON). See docs/sync-protocol.md.",
+    ),
+    Endpoint(
+        "POST", "/api/v1/sync/push", push_changes,
+        "Push a batch of changes (WatermelonDB pushChanges)", Access.USER,
+        request_schema="sync-push", response_schema="sync-push-response", tags=("sync",),
+        description="Query: last_pulled_at. A result per record; rejected ids also in "
+        "experimentalRejectedIds. See docs/sync-protocol.md.",
+    ),
+]

@@ -1,0 +1,141 @@
+"""Pull: a page of changes since a cursor, as a consistent prefix.
+
+The cursor is a server sequence number (``sync.store`` / server sequence),
+never a clock.  Pages are ordered by sequence across all tables, so a client
+may store ``timestamp`` after every page: it never skips a row.  The caller
+runs this inside one read transaction with a single snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import errors
+from schemas.sync import (
+    MAX_PAGE_SIZE,
+    OLDEST_SUPPORTED_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    TABLES,
+    columns_for,
+    tables_for,
+)
+from sync.store import PullStore
+
+META = ("_seq", "_created_seq", "_deleted")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """WatermelonDB's ``migration`` argument: what the client just added."""
+
+    from_version: int
+    tables: tuple[str, ...]
+    columns: dict[str, tuple[str, ...]]
+
+
+def check_schema_version(version: int) -> None:
+    if version < OLDEST_SUPPORTED_SCHEMA_VERSION:
+        raise errors.UpgradeRequired(
+            f"Schema version {version} is no longer supported (oldest: "
+            f"{OLDEST_SUPPORTED_SCHEMA_VERSION}): update the app.",
+            details={"oldest_supported": OLDEST_SUPPORTED_SCHEMA_VERSION,
+                     "current": SCHEMA_VERSION},
+        )
+    if version > SCHEMA_VERSION:
+        raise errors.InvalidParameter(
+            f"Schema version {version} is newer than this server knows ({SCHEMA_VERSION}).",
+            details={"current": SCHEMA_VERSION},
+        )
+
+
+def parse_migration(raw: Any) -> Migration | None:
+    """Accept ``{"from": n, "tables": [...], "columns": [{"table", "columns"}]}`` or null."""
+    if raw is None:
+        return None
+    try:
+        tables = tuple(str(t) for t in raw.get("tables", []))
+        columns = {str(c["table"]): tuple(str(x) for x in c["columns"])
+                   for c in raw.get("columns", [])}
+        migration = Migration(int(raw["from"]), tables, columns)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise errors.InvalidParameter(
+            "migration must be JSON like {\"from\": 1, \"tables\": [], \"columns\": []}."
+        ) from None
+    unknown = [t for t in (*tables, *columns) if t not in TABLES]
+    if unknown:
+        raise errors.InvalidParameter(f"migration names unknown tables: {', '.join(unknown)}.")
+    return migration
+
+
+async def pull(
+    store: PullStore,
+    *,
+    user_id: int,
+    last_pulled_at: int | None,
+    schema_version: int,
+    limit: int,
+    migration: Migration | None = None,
+) -> dict[str, Any]:
+    check_schema_version(schema_version)
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    horizon = await store.horizon()
+    full_resync = last_pulled_at is not None and last_pulled_at < horizon
+    first = last_pulled_at is None or full_resync
+    after = 0 if first else int(last_pulled_at or 0)
+    snapshot = await store.current_seq()
+    tables = tables_for(schema_version)
+
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for table in tables:
+        for row in await store.changes(table, user_id, after, limit + 1,
+                                       columns_for(table, schema_version)):
+            rows.append((table, row))
+    rows.sort(key=lambda tr: tr[1]["_seq"])
+    has_more = len(rows) > limit
+    page = rows[:limit]
+    if has_more:
+        # Never cut between rows of one sequence number: the next page starts
+        # after the cursor, and would skip the rest of them.
+        last = page[-1][1]["_seq"]
+        whole = [tr for tr in page if tr[1]["_seq"] != last]
+        page = whole or [tr for tr in rows if tr[1]["_seq"] == last]
+        timestamp = page[-1][1]["_seq"]
+    else:
+        timestamp = max(snapshot, after)
+
+    changes: dict[str, dict[str, list[Any]]] = {
+        t: {"created": [], "updated": [], "deleted": []} for t in tables
+    }
+    for table, row in page:
+        bucket = changes[table]
+        if row["_deleted"]:
+            if not first and row["_created_seq"] <= after:
+                bucket["deleted"].append(row["id"])
+            continue
+        kind = "created" if first or row["_created_seq"] > after else "updated"
+        bucket[kind].append({k: v for k, v in row.items() if k not in META})
+
+    if migration is not None and not first:
+        await _backfill(store, changes, user_id, migration, schema_version, page)
+
+    body: dict[str, Any] = {"changes": changes, "timestamp": timestamp, "has_more": has_more}
+    if full_resync:
+        body["full_resync"] = True
+    return body
+
+
+async def _backfill(store: PullStore, changes: dict[str, dict[str, list[Any]]], user_id: int,
+                    migration: Migration, schema_version: int,
+                    page: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send every row of tables and columns the client just added (WatermelonDB migration)."""
+    already = {(t, r["id"]) for t, r in page}
+    for table in (*migration.tables, *migration.columns):
+        if table not in changes:
+            continue
+        kind = "created" if table in migration.tables else "updated"
+        for row in await store.changes(table, user_id, 0, 10**9,
+                                       columns_for(table, schema_version)):
+            if row["_deleted"] or (table, row["id"]) in already:
+                continue
+            changes[table][kind].append({k: v for k, v in row.items() if k not in META})

@@ -1,0 +1,252 @@
+"""Push: apply one batch of a device's changes, with a result per record.
+
+The rules (DESIGN.md, "Sync protocol"):
+- a create for a known id is an update, an update for an unknown id a create;
+- a replay (same content) changes nothing and takes no sequence number;
+- server-owned columns in a push are ignored;
+- a conflict is a change of client-owned values by *another* device after the
+  pushing client's last pull: rejected with the server's version;
+- one bad record is rejected alone, with a code and a message; the rest of the
+  batch applies.  The caller runs this inside one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas.sync import CLIENT_ID, PUSHABLE_TABLES, TABLES, Rejection
+from sync.records import (
+    RecordRejected,
+    canonical_observation,
+    canonical_photo,
+    check_schema,
+    same_content,
+)
+from sync.store import PushStore, ReferenceData, StoredRecord
+
+APPLIED = "applied"
+UNCHANGED = "unchanged"
+REJECTED = "rejected"
+
+# Observations first: a photo in the same batch may point at a new observation.
+ORDER = ("observations", "photos")
+
+
+@dataclass
+class RecordResult:
+    id: str
+    status: str
+    code: str | None = None
+    message: str | None = None
+    details: Any = None
+    server_record: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.status == REJECTED:
+            out.update(code=self.code, message=self.message)
+            if self.details is not None:
+                out["details"] = self.details
+            if self.server_record is not None:
+                out["server_record"] = self.server_record
+        return out
+
+
+@dataclass
+class PushResult:
+    results: dict[str, list[RecordResult]] = field(default_factory=dict)
+
+    def add(self, table: str, result: RecordResult) -> None:
+        self.results.setdefault(table, []).append(result)
+
+    def rejected_ids(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for table, results in self.results.items():
+            ids = [r.id for r in results if r.status == REJECTED]
+            if ids:
+                out[table] = ids
+        return out
+
+    def counts(self) -> dict[str, int]:
+        counts = {APPLIED: 0, UNCHANGED: 0, REJECTED: 0}
+        for results in self.results.values():
+            for r in results:
+                counts[r.status] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "results": {t: [r.to_dict() for r in rs] for t, rs in self.results.items()},
+            "counts": self.counts(),
+            "experimentalRejectedIds": self.rejected_ids(),
+        }
+
+
+async def push(
+    store: PushStore,
+    *,
+    user_id: int,
+    device: str | None,
+    last_pulled_at: int | None,
+    changes: dict[str, dict[str, list[Any]]],
+    now: datetime,
+) -> PushResult:
+    result = PushResult()
+    for table in changes:
+        if table not in TABLES:
+            for rid in _ids(changes[table]):
+                result.add(table, _reject(rid, Rejection.UNKNOWN_TABLE,
+                                          f"There is no table {table!r}."))
+        elif table not in PUSHABLE_TABLES:
+            for rid in _ids(changes[table]):
+                result.add(table, _reject(rid, Rejection.READ_ONLY_TABLE,
+                                          f"{table} is reference data: devices cannot change it."))
+    reference = await store.reference(user_id)
+    for table in ORDER:
+        if table in changes:
+            await _push_table(
+                store, result, reference, table, changes[table], user_id=user_id,
+                device=device, since=last_pulled_at or 0, now=now,
+            )
+    return result
+
+
+def _ids(section: dict[str, list[Any]]) -> list[str]:
+    ids = [r.get("id") if isinstance(r, dict) else None for k in ("created", "updated")
+           for r in section.get(k, [])]
+    ids += list(section.get("deleted", []))
+    return [str(i) for i in ids]
+
+
+def _reject(rid: Any, code: Rejection, message: str, details: Any = None,
+            server_record: dict[str, Any] | None = None) -> RecordResult:
+    return RecordResult(str(rid), REJECTED, str(code), message, details, server_record)
+
+
+async def _push_table(
+    store: PushStore, result: PushResult, reference: ReferenceData, table: str,
+    section: dict[str, list[Any]], *, user_id: int, device: str | None, since: int,
+    now: datetime,
+) -> None:
+    writes: list[tuple[str, dict[str, Any]]] = []
+    deletes: list[str] = []
+    seen: set[str] = set()
+    raws = [*section.get("created", []), *section.get("updated", [])]
+    ids = [str(r["id"]) for r in raws if isinstance(r.get("id"), str)]
+    ids += [i for i in section.get("deleted", []) if CLIENT_ID.match(i)]
+    stored = await store.load(table, sorted(set(ids)))
+    # A photo may point at an observation created earlier in this batch.
+    for raw in raws:
+        rid = raw.get("id")
+        try:
+            check_schema(table, raw)
+            if rid in seen:
+                raise RecordRejected(Rejection.INVALID_RECORD,
+                                     f"The id {rid} appears twice in this push.")
+            seen.add(rid)
+            values = await _canonical(store, reference, table, raw, user_id, now)
+        except RecordRejected as rejected:
+            result.add(table, _reject(rid, rejected.code, rejected.message, rejected.details))
+            continue
+        outcome = _decide(stored.get(rid), values, user_id=user_id, device=device, since=since)
+        if outcome is None:
+            writes.append((rid, values))
+        else:
+            result.add(table, outcome)
+    for rid in section.get("deleted", []):
+        if not CLIENT_ID.match(rid):
+            result.add(table, _reject(rid, Rejection.INVALID_ID, f"{rid!r} is not a valid id."))
+            continue
+        current = stored.get(rid)
+        if current is None or current.is_deleted:
+            result.add(table, RecordResult(rid, UNCHANGED))
+        elif current.user_id != user_id:
+            result.add(table, _reject(rid, Rejection.ID_TAKEN, "This id belongs to another user."))
+        else:
+            deletes.append(rid)
+    count = len(writes) + len(deletes)
+    if not count:
+        return
+    seq = await store.reserve_seqs(count)
+    for rid, values in writes:
+        await store.save(table, rid, user_id, values, seq=seq, device=device,
+                         created=rid not in stored)
+        result.add(table, RecordResult(rid, APPLIED))
+        seq += 1
+    for rid in deletes:
+        await store.delete(table, rid, seq=seq)
+        result.add(table, RecordResult(rid, APPLIED))
+        seq += 1
+
+
+def _decide(current: StoredRecord | None, values: dict[str, Any], *, user_id: int,
+            device: str | None, since: int) -> RecordResult | None:
+    """None means "write it"; otherwise the record's result."""
+    if current is None:
+        return None
+    rid = current.id
+    if current.user_id != user_id:
+        # Never reveal anything of another user's record.
+        return _reject(rid, Rejection.ID_TAKEN,
+                       "This id belongs to another user: generate a new one.")
+    if current.is_deleted:
+        return _reject(rid, Rejection.DELETED,
+                       "This record was deleted on another device: discard it or create a copy.")
+    if same_content(current.values, values):
+        return RecordResult(rid, UNCHANGED)
+    changed_elsewhere = current.client_changed_seq > since and (
+        device is None or current.client_changed_device != device
+    )
+    if changed_elsewhere:
+        return _reject(
+            rid, Rejection.CONFLICT,
+            "Another device changed this record after your last pull: merge the server's "
+            "version and push again.",
+            server_record=current.wire,
+        )
+    return None
+
+
+async def _canonical(store: PushStore, ref: ReferenceData, table: str, raw: dict[str, Any],
+                     user_id: int, now: datetime) -> dict[str, Any]:
+    if table == "photos":
+        values = canonical_photo(raw)
+        owner = await store.load("observations", [values["observation_id"]])
+        obs = owner.get(values["observation_id"])
+        if obs is None or obs.user_id != user_id or obs.is_deleted:
+            raise RecordRejected(Rejection.UNKNOWN_OBSERVATION,
+                                 "Push the photo's observation first (or in the same batch).")
+        return values
+    values = canonical_observation(raw, now)
+    project = ref.projects.get(values["project_id"])
+    if project is None:
+        raise RecordRejected(Rejection.UNKNOWN_PROJECT,
+                             f"There is no project {values['project_id']}.")
+    if project.id not in ref.memberships and not project.is_open:
+        raise RecordRejected(Rejection.NOT_A_MEMBER, "You are not a member of this project.")
+    group = ref.taxa.get(values["taxon_id"])
+    if group is None:
+        raise RecordRejected(Rejection.UNKNOWN_TAXON, f"There is no taxon {values['taxon_id']}.")
+    if project.taxa and values["taxon_id"] not in project.taxa:
+        raise RecordRejected(Rejection.TAXON_NOT_IN_PROJECT,
+                             "This taxon is not on the project's species list.")
+    phase = ref.phenophases.get(values["phenophase_id"])
+    if phase is None:
+        raise RecordRejected(Rejection.UNKNOWN_PHENOPHASE,
+                             f"There is no phenophase {values['phenophase_id']}.")
+    if group not in phase.groups:
+        raise RecordRejected(Rejection.PHENOPHASE_NOT_FOR_TAXON,
+                             "This phenophase does not apply to this taxon.")
+    intensity = values["intensity"]
+    allowed = values["status"] == "yes" and intensity in phase.intensity_codes
+    if intensity is not None and not allowed:
+        raise RecordRejected(
+            Rejection.INVALID_INTENSITY,
+            f"Intensity {intensity!r} is not a class of this phenophase "
+            "(and only a 'yes' has an intensity).",
+            sorted(phase.intensity_codes),
+        )
+    return values

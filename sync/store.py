@@ -1,0 +1,81 @@
+"""What the sync logic needs from storage: a small interface.
+
+``sync`` holds the protocol's rules; ``server.sync_store`` implements this
+interface on the ORM.  Both calls run inside one database transaction opened
+by the caller, so a push batch commits whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ProjectRef:
+    id: int
+    is_open: bool
+    taxa: frozenset[int]  # the species list; empty means "any taxon"
+
+
+@dataclass(frozen=True)
+class PhenophaseRef:
+    id: int
+    groups: frozenset[str]
+    intensity_codes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """What a record is validated against, loaded once per push."""
+
+    projects: dict[int, ProjectRef]
+    taxa: dict[int, str]  # taxon id -> taxon group
+    phenophases: dict[int, PhenophaseRef]
+    memberships: frozenset[int]  # project ids the pushing user belongs to
+
+
+@dataclass
+class StoredRecord:
+    """The server's current version of a pushed record."""
+
+    id: str
+    user_id: int
+    values: dict[str, Any]  # canonical client-owned values (see sync.records)
+    client_changed_seq: int
+    client_changed_device: str | None
+    is_deleted: bool
+    wire: dict[str, Any] = field(default_factory=dict)  # as a pull would send it
+
+
+class PushStore(Protocol):
+    async def reference(self, user_id: int) -> ReferenceData: ...
+
+    async def load(self, table: str, ids: list[str]) -> dict[str, StoredRecord]: ...
+
+    async def reserve_seqs(self, count: int) -> int:
+        """Reserve ``count`` sequence numbers; return the first."""
+        ...
+
+    async def save(
+        self, table: str, record_id: str, user_id: int, values: dict[str, Any], *,
+        seq: int, device: str | None, created: bool,
+    ) -> None: ...
+
+    async def delete(self, table: str, record_id: str, *, seq: int) -> None: ...
+
+
+class PullStore(Protocol):
+    async def current_seq(self) -> int: ...
+
+    async def horizon(self) -> int:
+        """The highest sequence number of a purged tombstone: older cursors must resync."""
+        ...
+
+    async def changes(
+        self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` the user may see with ``updated_seq > after``, oldest first,
+        at most ``limit``; each a wire record plus ``_seq``, ``_created_seq`` and
+        ``_deleted``."""
+        ...
