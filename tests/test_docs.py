@@ -18,3 +18,15 @@ def test_every_endpoint_is_in_the_api_docs() -> None:
 def test_readme_gives_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make serve" in readme and "make test" in readme
+
+
+def test_sync_protocol_doc_covers_every_column_and_rejection_code() -> None:
+    from schemas.sync import TABLES, Rejection
+
+    doc = (ROOT / "docs" / "sync-protocol.md").read_text()
+    for table, columns in TABLES.items():
+        assert f"### {table}" in doc or f"**{table}**" in doc, table
+        for column in columns:
+            assert f"`{column.name}`" in doc, f"{table}.{column.name} is not documented"
+    for code in Rejection:
+        assert f"`{code}`" in doc, f"rejection code {code} is not documented"
