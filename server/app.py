@@ -13,6 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,7 +21,14 @@ from starlette.routing import Route
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
-from server.middleware import BodyLimitMiddleware
+from server.logs import configure_logging
+from server.metrics import metrics_endpoint
+from server.middleware import (
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
 from server.openapi import document
 from server.routes import ENDPOINTS
 from server.settings import Settings
@@ -35,6 +43,7 @@ def package_version() -> str:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_json)
     database = Database(settings.database_url)
     openapi = document(ENDPOINTS, package_version())
 
@@ -68,13 +77,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *(route(ep) for ep in ENDPOINTS),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        # Outermost first.
         middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                       allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                       allow_headers=["Authorization", "Content-Type", "X-Device-Id",
+                                      "Tus-Resumable", "Upload-Length", "Upload-Offset",
+                                      "Upload-Metadata", "Upload-Checksum"],
+                       expose_headers=["Location", "Upload-Offset", "Upload-Length",
+                                       "Tus-Resumable", "Retry-After", "X-Request-Id"]),
+            Middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute),
             Middleware(DatabaseContextMiddleware, database=database),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        exempt_prefixes=("/api/v1/uploads/",)),

@@ -95,6 +95,7 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level,
+        access_log=False,  # the app logs each request itself, with its id
         proxy_headers=True,
     )
 

@@ -29,6 +29,11 @@ class Settings:
     token_ttl_days: int = 365
     tombstone_retention_days: int = 90
     log_level: str = "info"
+    log_json: bool = True
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_minute: int = 600
+    login_attempts_per_15min: int = 10
+    metrics_multiproc_dir: str | None = None
 
     @property
     def media_dir(self) -> Path:
@@ -66,11 +71,23 @@ class Settings:
                 PREFIX + "TOMBSTONE_RETENTION_DAYS", cast=int, default=90
             ),
             log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
+            log_json=config(PREFIX + "LOG_JSON", cast=bool, default=True),
+            cors_origins=tuple(
+                o.strip()
+                for o in config(PREFIX + "CORS_ORIGINS", cast=str, default="").split(",")
+                if o.strip()
+            ),
+            rate_limit_per_minute=config(PREFIX + "RATE_LIMIT_PER_MINUTE", cast=int, default=600),
+            login_attempts_per_15min=config(
+                PREFIX + "LOGIN_ATTEMPTS_PER_15MIN", cast=int, default=10
+            ),
+            # prometheus_client's own variable: set it for several workers.
+            metrics_multiproc_dir=config("PROMETHEUS_MULTIPROC_DIR", cast=str, default="") or None,
         )
 
 
 #: Every environment variable ``Settings.from_env`` reads; the docs test uses it.
-ENVIRONMENT_VARIABLES = tuple(
+ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
     PREFIX + name
     for name in (
         "DATA_DIR",
@@ -82,6 +99,10 @@ ENVIRONMENT_VARIABLES = tuple(
         "TOKEN_TTL_DAYS",
         "TOMBSTONE_RETENTION_DAYS",
         "LOG_LEVEL",
+        "LOG_JSON",
+        "CORS_ORIGINS",
+        "RATE_LIMIT_PER_MINUTE",
+        "LOGIN_ATTEMPTS_PER_15MIN",
     )
 )
 

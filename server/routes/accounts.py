@@ -7,6 +7,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from schemas import errors
+from server import throttle
 from server.endpoint import Access, Call, Endpoint
 from server.models import audit
 from server.models.accounts import Membership, User
@@ -63,10 +64,14 @@ async def register(call: Call) -> Response:
 
 async def login(call: Call) -> Response:
     body = call.body
+    address = call.request.client.host if call.request.client else None
+    await throttle.check(body["username"], address, call.settings.login_attempts_per_15min)
     user = await User.get_or_none(username=body["username"])
     ok = await verify_password(user.password_hash if user else None, body["password"])
     if user is None or not ok or not user.is_active:
+        await throttle.failed(body["username"], address)
         raise errors.InvalidCredentials()
+    await throttle.succeeded(body["username"])
     return await token_response(call, user, 200, body.get("token_name", "login"))
 
 

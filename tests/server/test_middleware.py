@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
+from server.app import create_app
 from server.models.accounts import User
+from server.settings import Settings
 
 BIG = {"username": "big", "password": "x" * 1000, "display_name": "y" * 70_000}
 
@@ -38,3 +41,40 @@ async def test_bad_content_length_is_400(client: httpx.AsyncClient) -> None:
         headers={"content-type": "application/json", "content-length": "-5"},
     )
     assert r.status_code == 400
+
+
+async def test_every_response_has_a_request_id_and_security_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/health")
+    assert len(r.headers["x-request-id"]) == 32
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    kept = await client.get("/health", headers={"X-Request-Id": "proxy-given-id-123"})
+    assert kept.headers["x-request-id"] == "proxy-given-id-123"
+    replaced = await client.get("/health", headers={"X-Request-Id": "bad id;drop"})
+    assert replaced.headers["x-request-id"] != "bad id;drop"
+
+
+async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    settings = Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path),
+                                  "PHENOSYNC_RATE_LIMIT_PER_MINUTE": "3"})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.database.migrate()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            statuses = [(await c.get("/api/v1/taxa")).status_code for _ in range(4)]
+            limited = await c.get("/api/v1/taxa")
+            other = await c.get("/api/v1/taxa", headers={"Authorization": "Bearer psy_x"})
+            health = await c.get("/health")
+    assert statuses == [200, 200, 200, 429]
+    assert limited.json()["error"]["code"] == "too_many_requests"
+    assert 1 <= int(limited.headers["retry-after"]) <= 61
+    assert other.status_code == 401  # another key has its own window
+    assert health.status_code == 200  # not under /api/
+
+
+async def test_cors_allows_only_configured_origins(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/taxa", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers

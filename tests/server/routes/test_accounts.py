@@ -108,3 +108,14 @@ async def test_inactive_user_token_stops_working(client: httpx.AsyncClient) -> N
     user, token = await make_user()
     await User.filter(id=user.id).update(is_active=False)
     assert (await client.get("/api/v1/me", headers=auth(token))).status_code == 401
+
+
+async def test_failed_logins_are_throttled_with_retry_after(client: httpx.AsyncClient) -> None:
+    user, _ = await make_user()
+    for _ in range(10):
+        r = await client.post(LOGIN, json={"username": user.username, "password": "guess"})
+        assert r.status_code == 401
+    r = await client.post(LOGIN, json={"username": user.username, "password": PASSWORD})
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "too_many_requests"
+    assert 60 < int(r.headers["retry-after"]) <= 15 * 60 + 1
