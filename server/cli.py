@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -207,6 +208,43 @@ def purge_tombstones_command(settings: Settings) -> None:
 
     count = run_with_database(settings, work)
     click.echo(f"Purged {count} tombstone(s) older than {settings.tombstone_retention_days} days.")
+
+
+@main.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup_command(settings: Settings, target: Path) -> None:
+    """Write a backup of the database and media to TARGET (.tar.gz); safe while serving."""
+    from server.backup import BackupError, backup
+
+    try:
+        manifest = backup(settings, target)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Backed up the {manifest['database']} database and "
+               f"{', '.join(manifest['folders']) or 'no folders'} to {target}.")
+
+
+@main.command("restore")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite a database that holds data.")
+@click.pass_obj
+def restore_command(settings: Settings, source: Path, force: bool) -> None:
+    """Restore a backup made by `phenosync backup` (stop the server first)."""
+    from server.backup import BackupError, restore
+    from server.demo import database_is_empty
+
+    async def has_data(db: Database) -> bool:
+        await db.migrate()
+        return not await database_is_empty()
+
+    try:
+        restore(settings, source, force=force,
+                database_has_data=run_with_database(settings, has_data))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    run_with_database(settings, lambda db: db.migrate(progress=_progress))
+    click.echo(f"Restored {source}.")
 
 
 @main.command("load-vocabulary")

@@ -1,0 +1,119 @@
+"""Backup and restore of the database and the files under the data dir.
+
+A backup is one ``.tar.gz`` holding ``manifest.json``, the database
+(SQLite: a consistent copy made with SQLite's online backup API;
+PostgreSQL: a ``pg_dump`` custom-format dump), and the ``media/`` and
+``releases/`` folders.  It can be taken while the server runs.  Restore
+refuses to overwrite a database that holds data unless told to.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from server.settings import Settings
+
+FORMAT = 1
+FOLDERS = ("media", "releases")
+
+
+class BackupError(Exception):
+    pass
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(url[len("sqlite://"):])
+
+
+def _pg_url(url: str) -> str:
+    return "postgresql://" + url[len("postgres://"):]
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BackupError(f"{command[0]} failed: {done.stderr.strip()}")
+
+
+def backup(settings: Settings, target: Path) -> dict[str, Any]:
+    """Write a backup archive to ``target``; return its manifest."""
+    url = settings.database_url
+    with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
+        work = Path(tmp)
+        if url.startswith("sqlite://"):
+            db_file = "database.sqlite3"
+            source = sqlite3.connect(_sqlite_path(url))
+            copy = sqlite3.connect(work / db_file)
+            with copy:
+                source.backup(copy)
+            copy.close()
+            source.close()
+        else:
+            db_file = "database.pgdump"
+            _run(["pg_dump", "--format=custom", "--no-owner", "--file", str(work / db_file),
+                  _pg_url(url)])
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "created_at": datetime.now(UTC).isoformat(),
+            "database": "sqlite" if db_file.endswith("sqlite3") else "postgres",
+            "database_file": db_file,
+            "folders": [f for f in FOLDERS if (settings.data_dir / f).is_dir()],
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        partial = target.with_name(target.name + ".partial")
+        with tarfile.open(partial, "w:gz") as archive:
+            archive.add(work / "manifest.json", "manifest.json")
+            archive.add(work / db_file, db_file)
+            for folder in manifest["folders"]:
+                archive.add(settings.data_dir / folder, folder)
+        partial.replace(target)  # a crash never leaves a truncated backup behind
+    return manifest
+
+
+def restore(settings: Settings, source: Path, *, force: bool = False,
+            database_has_data: bool = False) -> dict[str, Any]:
+    """Restore a backup into the configured database and data dir.
+
+    The server must be stopped.  A database that holds data is only
+    overwritten with ``force``.
+    """
+    if database_has_data and not force:
+        raise BackupError("The database holds data: restore only with --force.")
+    with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
+        work = Path(tmp)
+        with tarfile.open(source, "r:gz") as archive:
+            archive.extractall(work, filter="data")  # no absolute paths, no links out
+        manifest = json.loads((work / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT:
+            raise BackupError(f"Unknown backup format {manifest.get('format')!r}.")
+        url = settings.database_url
+        kind = "sqlite" if url.startswith("sqlite://") else "postgres"
+        if manifest["database"] != kind:
+            raise BackupError(
+                f"This backup holds a {manifest['database']} database; the configured one "
+                f"is {kind}. Restore into a {manifest['database']} database, then migrate "
+                "the data with your database's tools."
+            )
+        db_file = work / manifest["database_file"]
+        if kind == "sqlite":
+            target = _sqlite_path(url)
+            for suffix in ("-wal", "-shm"):
+                Path(str(target) + suffix).unlink(missing_ok=True)
+            shutil.copyfile(db_file, target)
+        else:
+            _run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                  "--dbname", _pg_url(url), str(db_file)])
+        for folder in manifest["folders"]:
+            destination = settings.data_dir / folder
+            if destination.exists():
+                shutil.rmtree(destination)
+            shutil.copytree(work / folder, destination)
+    return manifest

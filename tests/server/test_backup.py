@@ -1,0 +1,93 @@
+"""Backup and restore, run as an operator runs them: the real CLI."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+from starlette.applications import Starlette
+
+from server.demo import load_demo
+from server.models.observations import Observation
+from tests.conftest import POSTGRES_URL
+
+
+def phenosync(data_dir: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PHENOSYNC_DATA_DIR": str(data_dir),
+           "PHENOSYNC_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+async def count(database_url: str, table: str) -> int:
+    if database_url.startswith("sqlite://"):
+        with sqlite3.connect(database_url[len("sqlite://"):]) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    conn = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+async def test_backup_then_restore_into_an_empty_place_gives_everything_back(
+    db: Starlette, tmp_path: Path
+) -> None:
+    settings = db.state.settings
+    await load_demo(observations=60, seed=3)
+    photo = settings.media_dir / "originals" / "ab" / "photo.jpg"
+    photo.parent.mkdir(parents=True, exist_ok=True)
+    photo.write_bytes(b"\xff\xd8 not really a jpeg \xff\xd9")
+    archive = tmp_path / "backup.tar.gz"
+
+    done = phenosync(settings.data_dir, settings.database_url, "backup", str(archive))
+    assert done.returncode == 0, done.stderr
+    assert archive.exists() and not archive.with_name("backup.tar.gz.partial").exists()
+
+    target_dir = tmp_path / "restored"
+    if settings.database_url.startswith("sqlite://"):
+        target_url = f"sqlite://{tmp_path / 'restored.sqlite3'}"
+        drop = None
+    else:
+        admin = await asyncpg.connect(POSTGRES_URL.replace("postgres://", "postgresql://", 1))
+        name = f"{settings.database_url.rsplit('/', 1)[1]}_restore"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        target_url = settings.database_url.rsplit("/", 1)[0] + "/" + name
+        drop = (admin, name)
+    try:
+        done = phenosync(target_dir, target_url, "restore", str(archive))
+        assert done.returncode == 0, done.stderr
+        assert await count(target_url, "observations") == await Observation.all().count() == 60
+        assert await count(target_url, "users") == await count(settings.database_url, "users")
+        restored = target_dir / "media" / "originals" / "ab" / "photo.jpg"
+        assert restored.read_bytes() == photo.read_bytes()
+        again = phenosync(target_dir, target_url, "restore", str(archive))
+        assert again.returncode != 0 and "--force" in again.stderr
+        forced = phenosync(target_dir, target_url, "restore", "--force", str(archive))
+        assert forced.returncode == 0, forced.stderr
+        assert await count(target_url, "observations") == 60
+    finally:
+        if drop is not None:
+            admin, name = drop
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+
+def test_restore_refuses_a_backup_of_another_database_kind(tmp_path: Path) -> None:
+    import json
+    import tarfile
+
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"format": 1, "database": "postgres", "database_file": "database.pgdump",
+         "folders": []}))
+    (tmp_path / "database.pgdump").write_bytes(b"PGDMP")
+    archive = tmp_path / "b.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "manifest.json", "manifest.json")
+        tar.add(tmp_path / "database.pgdump", "database.pgdump")
+    done = phenosync(tmp_path / "d", f"sqlite://{tmp_path / 'x.sqlite3'}", "restore", str(archive))
+    assert done.returncode != 0 and "postgres" in done.stderr
