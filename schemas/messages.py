@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -41,11 +42,58 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load(name), registry=_registry())
 
 
+@cache
+def _fast(name: str) -> Any:
+    """A compiled validator for the common case: a valid instance.
+
+    fastjsonschema is ~20x faster than jsonschema, which matters for sync
+    pushes of thousands of records; jsonschema then explains what is wrong.
+    Schemas with references to other files are checked with jsonschema only.
+    """
+    schema = load(name)
+    if not _keywords(schema) <= _DRAFT7_KEYWORDS:
+        return None  # e.g. prefixItems, $ref to another file: jsonschema only
+    return fastjsonschema.compile({k: v for k, v in schema.items() if k != "$schema"})
+
+
+# The keywords fastjsonschema implements as the 2020-12 validator does.
+_DRAFT7_KEYWORDS = frozenset(
+    "$schema $id title description type required additionalProperties properties "
+    "pattern minLength maxLength minimum maximum enum const items minItems maxItems "
+    "format".split()
+)
+
+
+def _keywords(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.add(key)
+            if key == "properties":
+                for sub in value.values():
+                    found |= _keywords(sub)
+            elif key in ("items", "additionalProperties") and isinstance(value, dict):
+                found |= _keywords(value)
+            elif isinstance(value, (dict, list)) and key not in ("enum", "const", "required"):
+                found |= _keywords(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _keywords(item)
+    return found
+
+
 def problems(name: str, instance: Any) -> list[dict[str, str]]:
     """Every way ``instance`` breaks schema ``name``, as ``{"path", "message"}``.
 
     An empty list means valid.  Paths are JSON Pointers into the instance.
     """
+    fast = _fast(name)
+    if fast is not None:
+        try:
+            fast(instance)
+            return []
+        except fastjsonschema.JsonSchemaException:
+            pass  # fall through for the detailed explanation
     found = []
     for error in sorted(validator(name).iter_errors(instance), key=lambda e: list(e.path)):
         pointer = "".join(f"/{part}" for part in error.path) or "/"

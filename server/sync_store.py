@@ -19,7 +19,7 @@ from server.models.observations import Observation, Photo, QualityFlag
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.sequence import current_seq, next_seq
 from sync.records import format_observed_at
-from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord
+from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
 
 HORIZON_ID = 2  # a second row of the counter table: the tombstone purge horizon
 
@@ -175,34 +175,61 @@ class OrmSyncStore:
     async def reserve_seqs(self, count: int) -> int:
         return await next_seq(self.conn, count) - count + 1
 
-    async def save(
-        self, table: str, record_id: str, user_id: int, values: dict[str, Any], *,
-        seq: int, device: str | None, created: bool,
+    async def save_many(
+        self, table: str, user_id: int, device: str | None, writes: list[Write]
     ) -> None:
-        conn = self.conn
-        if table == "observations":
-            if created:
-                await Observation.create(
-                    id=record_id, user_id=user_id, **values, created_seq=seq, updated_seq=seq,
-                    client_revision=1, client_changed_seq=seq, client_changed_device=device,
-                    using_db=conn,
-                )
-            else:
-                obs = await Observation.get(id=record_id, using_db=conn)
-                for key, value in values.items():
+        creates = [w for w in writes if w.created]
+        if creates:
+            await self._insert(table, user_id, device, creates)
+        for w in writes:
+            if w.created:
+                continue
+            if table == "observations":
+                obs = await Observation.get(id=w.id, using_db=self.conn)
+                for key, value in w.values.items():
                     setattr(obs, key, value)
-                obs.updated_seq = obs.client_changed_seq = seq
+                obs.updated_seq = obs.client_changed_seq = w.seq
                 obs.client_changed_device = device
                 obs.client_revision += 1
-                await obs.save(using_db=conn)
-            return
-        if created:
-            await Photo.create(
-                id=record_id, user_id=user_id, **values, created_seq=seq, updated_seq=seq,
-                using_db=conn,
-            )
-        else:
-            await Photo.filter(id=record_id).using_db(conn).update(**values, updated_seq=seq)
+                await obs.save(using_db=self.conn)
+            else:
+                await Photo.filter(id=w.id).using_db(self.conn).update(
+                    **w.values, updated_seq=w.seq
+                )
+
+    async def _insert(
+        self, table: str, user_id: int, device: str | None, writes: list[Write]
+    ) -> None:
+        """One multi-row INSERT: creating rows through the ORM one by one costs
+        most of a push (see bench/sync_bench.py)."""
+        now = datetime.now(UTC)
+        model: Any = Observation if table == "observations" else Photo
+        rows = []
+        for w in writes:
+            row = dict(w.values, id=w.id, user_id=user_id, created_seq=w.seq, updated_seq=w.seq,
+                       is_deleted=False, deleted_at=None, server_created_at=now,
+                       server_updated_at=now)
+            if table == "observations":
+                row.update(review_status="pending", flag_count=0, client_revision=1,
+                           client_changed_seq=w.seq, client_changed_device=device,
+                           verified_taxon_id=None, verified_phenophase_id=None)
+            else:
+                row.update(upload_state="pending")
+                for key in ("client_created_at", "client_updated_at"):
+                    row.pop(key, None)
+            rows.append(row)
+        columns = list(rows[0])
+        fields = model._meta.fields_map
+        dialect = self.conn.capabilities.dialect
+        marks = ", ".join(
+            f"${i}" if dialect == "postgres" else "?" for i in range(1, len(columns) + 1)
+        )
+        sql = (f'INSERT INTO "{model._meta.db_table}" ('
+               + ", ".join(f'"{c}"' for c in columns) + f") VALUES ({marks})")
+        converters = [(c, fields[c].to_db_value) for c in columns]
+        await self.conn.execute_many(
+            sql, [[convert(row[c], model) for c, convert in converters] for row in rows]
+        )
 
     async def delete(self, table: str, record_id: str, *, seq: int) -> None:
         model = Observation if table == "observations" else Photo

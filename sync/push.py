@@ -24,7 +24,7 @@ from sync.records import (
     check_schema,
     same_content,
 )
-from sync.store import PushStore, ReferenceData, StoredRecord
+from sync.store import PushStore, ReferenceData, StoredRecord, Write
 
 APPLIED = "applied"
 UNCHANGED = "unchanged"
@@ -171,11 +171,12 @@ async def _push_table(
     if not count:
         return
     seq = await store.reserve_seqs(count)
-    for rid, values in writes:
-        await store.save(table, rid, user_id, values, seq=seq, device=device,
-                         created=rid not in stored)
-        result.add(table, RecordResult(rid, APPLIED))
-        seq += 1
+    batch = [Write(rid, values, seq + i, rid not in stored)
+             for i, (rid, values) in enumerate(writes)]
+    await store.save_many(table, user_id, device, batch)
+    for write in batch:
+        result.add(table, RecordResult(write.id, APPLIED))
+    seq += len(batch)
     for rid in deletes:
         await store.delete(table, rid, seq=seq)
         result.add(table, RecordResult(rid, APPLIED))

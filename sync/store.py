@@ -48,6 +48,14 @@ class StoredRecord:
     wire: dict[str, Any] = field(default_factory=dict)  # as a pull would send it
 
 
+@dataclass
+class Write:
+    id: str
+    values: dict[str, Any]  # canonical client-owned values
+    seq: int
+    created: bool
+
+
 class PushStore(Protocol):
     async def reference(self, user_id: int) -> ReferenceData: ...
 
@@ -57,10 +65,11 @@ class PushStore(Protocol):
         """Reserve ``count`` sequence numbers; return the first."""
         ...
 
-    async def save(
-        self, table: str, record_id: str, user_id: int, values: dict[str, Any], *,
-        seq: int, device: str | None, created: bool,
-    ) -> None: ...
+    async def save_many(
+        self, table: str, user_id: int, device: str | None, writes: list[Write]
+    ) -> None:
+        """Write records (creates in one statement; updates keep server-owned columns)."""
+        ...
 
     async def delete(self, table: str, record_id: str, *, seq: int) -> None: ...
 
