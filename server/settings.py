@@ -28,6 +28,10 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     token_ttl_days: int = 365
     log_level: str = "info"
+    upload_max_bytes: int = 50 * 1024 * 1024
+    upload_expiry_hours: int = 24
+    max_image_pixels: int = 60_000_000
+    job_workers: int = 2
 
     @property
     def media_dir(self) -> Path:
@@ -62,6 +66,12 @@ class Settings:
             max_body_bytes=config(PREFIX + "MAX_BODY_BYTES", cast=int, default=4 * 1024 * 1024),
             token_ttl_days=config(PREFIX + "TOKEN_TTL_DAYS", cast=int, default=365),
             log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
+            upload_max_bytes=config(
+                PREFIX + "UPLOAD_MAX_BYTES", cast=int, default=50 * 1024 * 1024
+            ),
+            upload_expiry_hours=config(PREFIX + "UPLOAD_EXPIRY_HOURS", cast=int, default=24),
+            max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
+            job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
         )
 
 
@@ -77,6 +87,10 @@ ENVIRONMENT_VARIABLES = tuple(
         "MAX_BODY_BYTES",
         "TOKEN_TTL_DAYS",
         "LOG_LEVEL",
+        "UPLOAD_MAX_BYTES",
+        "UPLOAD_EXPIRY_HOURS",
+        "MAX_IMAGE_PIXELS",
+        "JOB_WORKERS",
     )
 )
 

@@ -12,4 +12,6 @@ MODEL_MODULES = [
     "server.models.observations",
     "server.models.review",
     "server.models.audit",
+    "server.models.uploads",
+    "server.models.jobs",
 ]
