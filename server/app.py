@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
@@ -17,13 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server import jobs, photos, uploads
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
+from server.media import MediaServer
 from server.middleware import BodyLimitMiddleware
 from server.openapi import document
 from server.routes import ENDPOINTS
 from server.settings import Settings
+from server.storage import LocalStorage
 
 
 def package_version() -> str:
@@ -36,14 +40,34 @@ def package_version() -> str:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     database = Database(settings.database_url)
-    openapi = document(ENDPOINTS, package_version())
+    storage = LocalStorage(settings.media_dir)
+    runner = jobs.JobRunner(
+        database,
+        handlers={
+            photos.JOB_KIND: partial(
+                photos.process_upload, storage=storage, max_pixels=settings.max_image_pixels
+            ),
+        },
+        workers=settings.job_workers,
+        periodic=[
+            (60.0, partial(uploads.sweep_expired, storage)),
+            (300.0, partial(jobs.sweep_dead_jobs, database)),
+        ],
+    )
+    tus = uploads.TusServer(settings, storage, notify=runner.notify)
+    media = MediaServer(storage)
+    openapi = document(
+        ENDPOINTS, package_version(), extra_paths={**uploads.OPENAPI, **MediaServer.OPENAPI}
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
+        runner.start()
         try:
             yield
         finally:
+            await runner.stop()
             await database.close()
 
     async def health(request: Request) -> Response:
@@ -69,6 +93,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *(route(ep) for ep in ENDPOINTS),
+        *tus.routes(),
+        *media.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -82,4 +108,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.storage = storage
+    app.state.jobs = runner
     return app

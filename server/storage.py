@@ -146,7 +146,7 @@ class LocalStorage:
 
 async def _maybe_await(value: object) -> None:
     if hasattr(value, "__await__"):
-        await value  # type: ignore[misc]
+        await value
 
 
 def _open_at(path: Path, offset: int) -> BinaryIO:

@@ -45,7 +45,7 @@ class Migration(migrations.Migration):
                 ('metadata', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
                 ('declared_sha256', fields.CharField(null=True, max_length=64)),
                 ('content_type', fields.CharField(null=True, max_length=64)),
-                ('state', fields.CharEnumField(default=UploadStatus.RECEIVING, description='RECEIVING: receiving\nCOMPLETE: complete\nFAILED: failed\nTERMINATED: terminated\nEXPIRED: expired', enum_type=UploadStatus, max_length=16)),
+                ('state', fields.CharEnumField(default=UploadStatus.RECEIVING, description='RECEIVING: receiving\nCOMPLETE: complete\nPROCESSED: processed\nFAILED: failed\nTERMINATED: terminated\nEXPIRED: expired', enum_type=UploadStatus, max_length=16)),
                 ('storage_key', fields.CharField(max_length=255)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('locked_until', fields.BigIntField(default=0)),

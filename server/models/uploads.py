@@ -17,7 +17,8 @@ from tortoise.models import Model
 
 class UploadStatus(StrEnum):
     RECEIVING = "receiving"
-    COMPLETE = "complete"
+    COMPLETE = "complete"  # every byte is in; processing is queued
+    PROCESSED = "processed"  # the photo is ready; the bytes moved to originals/
     FAILED = "failed"
     TERMINATED = "terminated"
     EXPIRED = "expired"

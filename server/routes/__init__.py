@@ -1,10 +1,11 @@
 """HTTP routes, one module per resource; ``ENDPOINTS`` lists them all."""
 
 from server.endpoint import Endpoint
-from server.routes import accounts, projects, vocabulary
+from server.routes import accounts, photos, projects, vocabulary
 
 ENDPOINTS: list[Endpoint] = [
     *accounts.ENDPOINTS,
     *projects.ENDPOINTS,
+    *photos.ENDPOINTS,
     *vocabulary.ENDPOINTS,
 ]
