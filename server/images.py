@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
@@ -117,7 +118,11 @@ def sha256_of(handle: IO[bytes]) -> tuple[str, int]:
 def _open(handle: IO[bytes], max_pixels: int) -> Image.Image:
     handle.seek(0)
     try:
-        image = Image.open(handle, formats=list(FORMATS))
+        with warnings.catch_warnings():
+            # Pillow warns "Corrupt EXIF data" while opening some JPEGs; broken
+            # EXIF is exifread's to report, the pixels may be fine.
+            warnings.filterwarnings("ignore", "Corrupt EXIF", UserWarning)
+            image = Image.open(handle, formats=list(FORMATS))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRefused(
             "image_too_large", f"The image has more than {max_pixels} pixels."

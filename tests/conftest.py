@@ -62,6 +62,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
             "PHENOSYNC_DATA_DIR": str(data_dir),
             "PHENOSYNC_DATABASE_URL": database_url,
             "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024),
+            # No background workers in the shared test app: tests run due jobs
+            # themselves (``jobs.drain``), so they are deterministic.
+            "PHENOSYNC_JOB_WORKERS": "0",
         }
     )
 
