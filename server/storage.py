@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -25,6 +26,7 @@ from anyio import to_thread
 _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_.-]+)*$")
 # Bytes gathered before one write: few thread hops, little memory per upload.
 WRITE_BUFFER = 1024 * 1024
+FLUSH_SECONDS = 0.5
 
 
 class Storage(Protocol):
@@ -80,6 +82,7 @@ class LocalStorage:
         handle = await to_thread.run_sync(_open_at, path, offset)
         written = 0
         buffer = bytearray()
+        last_flush = time.monotonic()
 
         def flush(data: bytes, sync: bool) -> None:
             handle.write(data)
@@ -90,7 +93,12 @@ class LocalStorage:
         try:
             async for chunk in chunks:
                 buffer += chunk
-                if len(buffer) >= WRITE_BUFFER:
+                # A slow phone sends little at a time: flush at least every
+                # FLUSH_SECONDS, so recorded progress follows what arrived.
+                if len(buffer) >= WRITE_BUFFER or (
+                    buffer and time.monotonic() - last_flush >= FLUSH_SECONDS
+                ):
+                    last_flush = time.monotonic()
                     data = bytes(buffer)
                     buffer.clear()
                     await to_thread.run_sync(flush, data, False)
