@@ -168,7 +168,7 @@ class JobRunner:
         self._wake.set()
 
     def start(self) -> None:
-        with self.database.context:
+        with self.database.current():
             for n in range(self.workers):
                 name = f"{os.getpid()}-{n}-{secrets.token_hex(3)}"
                 self._tasks.append(asyncio.create_task(self._work(name)))

@@ -98,14 +98,14 @@ def live(db: Starlette, settings: Settings) -> Iterator[LiveServer]:
         server.stop()
 
 
-async def wait_ready(photo_id: str, timeout: float = 20) -> Photo:
-    deadline = time.monotonic() + timeout
+async def wait_ready(photo_id: str, seconds: float = 20) -> Photo:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         photo = await Photo.get(id=photo_id)
         if photo.upload_state in (UploadState.READY, UploadState.FAILED):
             return photo
         await asyncio.sleep(0.1)
-    raise AssertionError(f"photo {photo_id} was not processed in {timeout} s")
+    raise AssertionError(f"photo {photo_id} was not processed in {seconds} s")
 
 
 def noisy_jpeg(size: tuple[int, int] = (1400, 1000)) -> bytes:
@@ -203,7 +203,7 @@ async def test_server_killed_mid_upload_resumes_after_restart(
     photo = await make_photo(user)
     data = noisy_jpeg()
     server = LiveServer(settings)
-    server.start()
+    await asyncio.to_thread(server.start)
     endpoint = server.base + "/api/v1/uploads/"
     try:
         def first_part() -> str:
@@ -215,7 +215,8 @@ async def test_server_killed_mid_upload_resumes_after_restart(
 
         url = await asyncio.to_thread(first_part)
         head = {"Tus-Resumable": "1.0.0", **auth(token)}
-        before = int(httpx.head(url, headers=head).headers["Upload-Offset"])
+        async with httpx.AsyncClient() as c:
+            before = int((await c.head(url, headers=head)).headers["Upload-Offset"])
 
         # A slow PATCH of the rest is under way when the server is killed.
         sent = threading.Event()
@@ -242,8 +243,9 @@ async def test_server_killed_mid_upload_resumes_after_restart(
         server.kill()
         writer.join(30)
 
-        server.start()  # same database, same media dir, same port
-        after = int(httpx.head(url, headers=head).headers["Upload-Offset"])
+        await asyncio.to_thread(server.start)  # same database, media dir and port
+        async with httpx.AsyncClient() as c:
+            after = int((await c.head(url, headers=head)).headers["Upload-Offset"])
         assert before < after < len(data)  # progress of the killed PATCH was kept
 
         def resume() -> None:
