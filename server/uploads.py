@@ -574,7 +574,7 @@ def _check_content(storage: Storage, key: str, sha256: str | None, max_pixels: i
                     "sha256_mismatch",
                     f"The file's sha256 is {actual}, not the declared {sha256}.",
                 )
-        images.inspect(handle, max_pixels)
+        images.inspect(handle, max_pixels)  # headers and structure: fast
 
 
 async def sweep_expired(storage: Storage) -> int:

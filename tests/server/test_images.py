@@ -98,19 +98,23 @@ def test_malformed_exif_is_reported_and_the_photo_still_processed() -> None:
     "data,code",
     [
         (jpeg()[:-2000], "corrupt_image"),  # truncated
+        (encoded("PNG")[:-3000], "corrupt_image"),
+        (encoded("WEBP")[:-500], "corrupt_image"),
         (b"hello, I am a text file named photo.jpg\n" * 20, "not_an_image"),
         (b"", "not_an_image"),
         (png_bomb(8000, 8000), "image_too_large"),  # 64 MP, a few KB
         (encoded("GIF"), "not_an_image"),  # a real image, not a photo format
     ],
-    ids=["truncated", "text", "empty", "bomb", "gif"],
+    ids=["truncated", "truncated-png", "truncated-webp", "text", "empty", "bomb", "gif"],
 )
 def test_bad_files_are_refused_with_a_code(data: bytes, code: str) -> None:
-    with pytest.raises(images.ImageRefused) as refused:
-        images.inspect(io.BytesIO(data), LIMIT)
-    assert refused.value.code == code
+    for decode in (False, True):
+        with pytest.raises(images.ImageRefused) as refused:
+            images.inspect(io.BytesIO(data), LIMIT, decode=decode)
+        assert refused.value.code == code
     with pytest.raises(images.ImageRefused):
         images.process(io.BytesIO(data), LIMIT)
+
 
 
 def test_a_bomb_over_pillows_own_limit_is_refused_too() -> None:
