@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check install install-test clean
+.PHONY: serve test check install install-test node-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,17 @@ check: install-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# tus-js-client for the real-client tests, pinned by tests/node/package-lock.json.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: tests/node/node_modules/.installed
+
 ## test: checks, then the whole suite (SQLite; PostgreSQL too when
 ## PHENOSYNC_TEST_POSTGRES_URL is set)
-test: check
+test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules

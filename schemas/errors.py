@@ -9,18 +9,24 @@ given here.  Codes are part of the contract: never rename one.
     │   ├── InvalidJSON            invalid_json
     │   └── InvalidParameter       invalid_parameter
     ├── ValidationFailed (422)     validation_failed
+    │   └── InvalidPhoto           invalid_photo
     ├── NotAuthenticated (401)     not_authenticated
     │   └── InvalidCredentials     invalid_credentials
     ├── PermissionDenied (403)     permission_denied
     ├── NotFound (404)             not_found
     ├── MethodNotAllowed (405)     method_not_allowed
     ├── Conflict (409)             conflict
-    │   └── AlreadyExists          already_exists
+    │   ├── AlreadyExists          already_exists
+    │   └── OffsetMismatch         offset_mismatch
+    ├── Gone (410)                 gone
+    ├── PreconditionFailed (412)   unsupported_version
     ├── PayloadTooLarge (413)      payload_too_large
     ├── UnsupportedMediaType (415) unsupported_media_type
+    ├── Locked (423)               locked
     ├── UpgradeRequired (426)      upgrade_required
     ├── TooManyRequests (429)      too_many_requests
-    └── ServiceUnavailable (503)   service_unavailable
+    ├── ServiceUnavailable (503)   service_unavailable
+    └── ChecksumMismatch (460)     checksum_mismatch   (tus 1.0 checksum extension)
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ class ValidationFailed(PhenosyncError):
     default_message = "The request body does not match the expected schema."
 
 
+class InvalidPhoto(ValidationFailed):
+    code = "invalid_photo"
+    default_message = "The uploaded file is not an image the server accepts."
+
+
 class NotAuthenticated(PhenosyncError):
     status = 401
     code = "not_authenticated"
@@ -114,6 +125,23 @@ class AlreadyExists(Conflict):
     default_message = "That already exists."
 
 
+class OffsetMismatch(Conflict):
+    code = "offset_mismatch"
+    default_message = "Upload-Offset does not match the stored offset: ask with HEAD and resume."
+
+
+class Gone(PhenosyncError):
+    status = 410
+    code = "gone"
+    default_message = "This no longer exists."
+
+
+class PreconditionFailed(PhenosyncError):
+    status = 412
+    code = "unsupported_version"
+    default_message = "This protocol version is not supported."
+
+
 class PayloadTooLarge(PhenosyncError):
     status = 413
     code = "payload_too_large"
@@ -124,6 +152,12 @@ class UnsupportedMediaType(PhenosyncError):
     status = 415
     code = "unsupported_media_type"
     default_message = "Send the body as 'Content-Type: application/json'."
+
+
+class Locked(PhenosyncError):
+    status = 423
+    code = "locked"
+    default_message = "Another request is writing to this right now: retry shortly."
 
 
 class UpgradeRequired(PhenosyncError):
@@ -142,3 +176,11 @@ class ServiceUnavailable(PhenosyncError):
     status = 503
     code = "service_unavailable"
     default_message = "The service is not available right now."
+
+
+class ChecksumMismatch(PhenosyncError):
+    """tus 1.0 checksum extension: the body does not match ``Upload-Checksum``."""
+
+    status = 460
+    code = "checksum_mismatch"
+    default_message = "The request body does not match its Upload-Checksum: send it again."

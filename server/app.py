@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 
 from starlette.applications import Starlette
@@ -18,10 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server import jobs, photos, uploads
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
 from server.logs import configure_logging
+from server.media import MediaServer
 from server.metrics import metrics_endpoint
 from server.middleware import (
     BodyLimitMiddleware,
@@ -32,6 +35,7 @@ from server.middleware import (
 from server.openapi import document
 from server.routes import ENDPOINTS
 from server.settings import Settings
+from server.storage import LocalStorage
 
 
 def package_version() -> str:
@@ -45,14 +49,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
     database = Database(settings.database_url)
-    openapi = document(ENDPOINTS, package_version())
+    storage = LocalStorage(settings.media_dir)
+    runner = jobs.JobRunner(
+        database,
+        handlers={
+            photos.JOB_KIND: partial(
+                photos.process_upload, storage=storage, max_pixels=settings.max_image_pixels
+            ),
+        },
+        workers=settings.job_workers,
+        periodic=[
+            (60.0, partial(uploads.sweep_expired, storage)),
+            (300.0, partial(jobs.sweep_dead_jobs, database)),
+        ],
+    )
+    tus = uploads.TusServer(settings, storage, notify=runner.notify)
+    media = MediaServer(storage)
+    openapi = document(
+        ENDPOINTS, package_version(), extra_paths={**uploads.OPENAPI, **MediaServer.OPENAPI}
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await database.open()
+        runner.start()
         try:
             yield
         finally:
+            await runner.stop()
             await database.close()
 
     async def health(request: Request) -> Response:
@@ -79,6 +103,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *(route(ep) for ep in ENDPOINTS),
+        *tus.routes(),
+        *media.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -103,4 +129,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.storage = storage
+    app.state.jobs = runner
     return app

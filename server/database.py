@@ -7,10 +7,12 @@ The app owns one ``TortoiseContext`` rather than Tortoise's global state, and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from tortoise import context as tortoise_context
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
@@ -70,6 +72,21 @@ class Database:
     async def close(self) -> None:
         await self.context.close_connections()
 
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Make this database current in the running context.
+
+        ``with self.context:`` is not safe for concurrent requests: a
+        ``TortoiseContext`` keeps the contextvar token of its *last* entry on
+        the instance, so overlapping requests reset each other's token
+        ("created in a different Context").  Each entry keeps its own token here.
+        """
+        token = tortoise_context._current_context.set(self.context)
+        try:
+            yield
+        finally:
+            tortoise_context._current_context.reset(token)
+
     def connection(self) -> BaseDBAsyncClient:
         return self.context.db()
 
@@ -99,5 +116,5 @@ class DatabaseContextMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        with self.database.context:
+        with self.database.current():
             await self.app(scope, receive, send)

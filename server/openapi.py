@@ -45,7 +45,42 @@ def _rewrite_refs(node: Any) -> Any:
     return node
 
 
-def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
+def raw_operation(
+    operation_id: str,
+    summary: str,
+    access: Access,
+    responses: dict[int, str],
+    *,
+    tags: tuple[str, ...] = (),
+    content_type: str | None = None,
+) -> dict[str, Any]:
+    """Describe a plain (non-JSON) route, e.g. tus or a file download; its
+    errors still have the one JSON error shape."""
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": list(tags),
+        "x-access": str(access),
+        "responses": {},
+    }
+    if access is not Access.PUBLIC:
+        operation["security"] = [{"bearer": []}]
+    for status, text in responses.items():
+        response: dict[str, Any] = {"description": text}
+        if status >= 400:
+            response["content"] = {"application/json": {"schema": _ref("Error")}}
+        elif content_type and status < 300 and status != 204:
+            response["content"] = {content_type: {"schema": {"type": "string",
+                                                             "format": "binary"}}}
+        operation["responses"][str(status)] = response
+    return operation
+
+
+def document(
+    endpoints: Iterable[Endpoint],
+    version: str,
+    extra_paths: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
         operation: dict[str, Any] = {
@@ -85,6 +120,15 @@ def document(endpoints: Iterable[Endpoint], version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": _ref("Error")}},
             }
         paths.setdefault(ep.path, {})[ep.method.lower()] = operation
+    for path, operations in (extra_paths or {}).items():
+        for method, operation in operations.items():
+            params = re.findall(r"{(\w+)}", path)
+            if params:
+                operation = {**operation, "parameters": [
+                    {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for p in params
+                ]}
+            paths.setdefault(path, {})[method] = operation
     components = {_component_name(n): _rewrite_refs(messages.load(n)) for n in messages.names()}
     return {
         "openapi": "3.1.0",

@@ -34,6 +34,10 @@ class Settings:
     rate_limit_per_minute: int = 600
     login_attempts_per_15min: int = 10
     metrics_multiproc_dir: str | None = None
+    upload_max_bytes: int = 50 * 1024 * 1024
+    upload_expiry_hours: int = 24
+    max_image_pixels: int = 60_000_000
+    job_workers: int = 2
 
     @property
     def media_dir(self) -> Path:
@@ -83,6 +87,12 @@ class Settings:
             ),
             # prometheus_client's own variable: set it for several workers.
             metrics_multiproc_dir=config("PROMETHEUS_MULTIPROC_DIR", cast=str, default="") or None,
+            upload_max_bytes=config(
+                PREFIX + "UPLOAD_MAX_BYTES", cast=int, default=50 * 1024 * 1024
+            ),
+            upload_expiry_hours=config(PREFIX + "UPLOAD_EXPIRY_HOURS", cast=int, default=24),
+            max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
+            job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
         )
 
 
@@ -103,6 +113,10 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "CORS_ORIGINS",
         "RATE_LIMIT_PER_MINUTE",
         "LOGIN_ATTEMPTS_PER_15MIN",
+        "UPLOAD_MAX_BYTES",
+        "UPLOAD_EXPIRY_HOURS",
+        "MAX_IMAGE_PIXELS",
+        "JOB_WORKERS",
     )
 )
 

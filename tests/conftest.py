@@ -64,6 +64,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
             "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024),
             # The whole suite shares one app; rate limits have their own tests.
             "PHENOSYNC_RATE_LIMIT_PER_MINUTE": "1000000",
+            # No background workers in the shared test app: tests run due jobs
+            # themselves (``jobs.drain``), so they are deterministic.
+            "PHENOSYNC_JOB_WORKERS": "0",
         }
     )
 

@@ -13,4 +13,6 @@ MODEL_MODULES = [
     "server.models.review",
     "server.models.audit",
     "server.models.throttle",
+    "server.models.uploads",
+    "server.models.jobs",
 ]

@@ -102,6 +102,20 @@ class Photo(Synced, Model):
     width = fields.IntField(null=True)
     height = fields.IntField(null=True)
     exif: fields.Field[dict[str, Any] | None] = fields.JSONField(null=True)
+    # EXIF summary the quality checks use (the rest is in ``exif``).
+    exif_taken_at = fields.DatetimeField(null=True)
+    exif_latitude = fields.FloatField(null=True)
+    exif_longitude = fields.FloatField(null=True)
+    # Long edges of the derivatives made, e.g. [320, 1024, 2048].
+    derivative_sizes: fields.Field[list[int] | None] = fields.JSONField(null=True)
+    # The 64-bit perceptual hash in four 16-bit bands: two hashes within 3 bits
+    # share at least one band, so near-duplicates are found by index lookups.
+    phash_band0 = fields.IntField(null=True, db_index=True)
+    phash_band1 = fields.IntField(null=True, db_index=True)
+    phash_band2 = fields.IntField(null=True, db_index=True)
+    phash_band3 = fields.IntField(null=True, db_index=True)
+    # Why the last upload was refused (a stable code), when upload_state is failed.
+    failure_code = fields.CharField(max_length=48, null=True)
     server_created_at = fields.DatetimeField(auto_now_add=True)
     server_updated_at = fields.DatetimeField(auto_now=True)
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 from starlette.applications import Starlette
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
@@ -39,3 +40,13 @@ async def test_a_rolled_back_write_does_not_consume_a_visible_number(db: Starlet
     except RuntimeError:
         pass
     assert await current_seq(db.state.database.connection()) == 0
+
+
+async def test_overlapping_requests_keep_their_database_context(
+    client: httpx.AsyncClient,
+) -> None:
+    # Regression: ``with TortoiseContext`` in the middleware kept one token on
+    # the shared context object, and overlapping requests failed with
+    # "created in a different Context".
+    responses = await asyncio.gather(*(client.get("/health") for _ in range(20)))
+    assert {r.status_code for r in responses} == {200}

@@ -1,0 +1,251 @@
+"""Photo benchmark: three figures, each a ratio measured in this run.
+
+1. Derivative generation on 12-megapixel JPEGs (photos/s) against Pillow's
+   best-case pipeline on the same images (draft-mode decode, thumbnail,
+   encode; the same three sizes).  Goal >= 0.8x.
+2. tus upload throughput against a plain streaming PUT of the same bytes to
+   the same server (a route added to the app for this run).  Goal >= 0.7x.
+3. Peak server RSS with 50 concurrent 20 MB tus uploads, against 300 MB.
+   Goal < 1.0 (of the limit).
+
+Run: ``.venv/bin/python bench/photo_bench.py`` (about a minute).
+``BENCH_WORKERS=0`` runs the server without job workers, so the upload figure
+does not share the CPU with processing the photos already uploaded.  Everything
+is generated locally; the server runs on 127.0.0.1 with a throw-away data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server import images  # noqa: E402
+
+PHOTOS = 6
+UPLOADS = 4
+CONCURRENT = 50
+BIG = 20 * 1024 * 1024
+
+
+def photo_12mp(seed: int) -> bytes:
+    rng = random.Random(seed)
+    base = Image.linear_gradient("L").resize((4000, 3000)).convert("RGB")
+    draw = ImageDraw.Draw(base)
+    for _ in range(40):
+        x, y, r = rng.randrange(4000), rng.randrange(3000), rng.randrange(50, 600)
+        draw.ellipse((x - r, y - r, x + r, y + r),
+                     fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+    noise = Image.effect_noise((4000, 3000), 30).convert("RGB")
+    out = io.BytesIO()
+    Image.blend(base, noise, 0.25).save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+def pillow_best_case(data: bytes) -> None:
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (2048, 2048))
+        im = im.convert("RGB")
+        for edge in images.DERIVATIVE_SIZES:
+            im.thumbnail((edge, edge))
+            im.save(io.BytesIO(), "JPEG", quality=images.JPEG_QUALITY)
+
+
+def ours(data: bytes) -> None:
+    images.process(io.BytesIO(data), 60_000_000)
+
+
+def rate(work: object, photos: list[bytes]) -> float:
+    start = time.perf_counter()
+    for data in photos:
+        work(data)  # type: ignore[operator]
+    return len(photos) / (time.perf_counter() - start)
+
+
+# --- the server, with a plain streaming PUT beside tus -------------------------
+
+def bench_app() -> Starlette:
+    from server.app import create_app
+
+    app = create_app()
+    target = app.state.settings.data_dir / "plain"
+    target.mkdir(exist_ok=True)
+
+    async def put(request: Request) -> Response:
+        size = 0
+        with open(target / request.path_params["name"], "wb") as handle:  # noqa: ASYNC230
+            async for chunk in request.stream():
+                handle.write(chunk)
+                size += len(chunk)
+        return Response(status_code=204, headers={"X-Size": str(size)})
+
+    # The JSON body limit applies to this route: the run raises it (below).
+    app.router.routes.insert(0, Route("/bench/put/{name}", put, methods=["PUT"]))
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def make_photos(env: dict[str, str], count: int) -> tuple[str, list[str]]:
+    from server.database import Database
+    from server.settings import Settings
+    from tests.factories import make_user
+    from tests.factories_photos import make_photo
+
+    settings = Settings.from_env(env)
+    database = Database(settings.database_url)
+    await database.open()
+    try:
+        with database.context:
+            await database.migrate()
+            user, token = await make_user()
+            ids = [(await make_photo(user)).id for _ in range(count)]
+    finally:
+        await database.close()
+    return token, ids
+
+
+def chunks(data: bytes, size: int = 256 * 1024):  # type: ignore[no-untyped-def]
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
+
+
+async def achunks(data: bytes, size: int = 256 * 1024):  # type: ignore[no-untyped-def]
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
+
+
+def tus_upload(base: str, token: str, photo_id: str, data: bytes) -> int:
+    import base64
+
+    headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    meta = "photo_id " + base64.b64encode(photo_id.encode()).decode()
+    r = httpx.post(base + "/api/v1/uploads/", headers={
+        **headers, "Upload-Length": str(len(data)), "Upload-Metadata": meta})
+    r.raise_for_status()
+    r = httpx.patch(base + r.headers["Location"], content=chunks(data), timeout=120, headers={
+        **headers, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(len(data))})
+    return r.status_code
+
+
+async def atus_upload(client: httpx.AsyncClient, token: str, photo_id: str,
+                      data: bytes) -> int:
+    import base64
+
+    headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
+    meta = "photo_id " + base64.b64encode(photo_id.encode()).decode()
+    r = await client.post("/api/v1/uploads/", headers={
+        **headers, "Upload-Length": str(len(data)), "Upload-Metadata": meta})
+    r.raise_for_status()
+    r = await client.patch(r.headers["Location"], content=achunks(data), headers={
+        **headers, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+        "Content-Length": str(len(data))})
+    return r.status_code
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def main() -> None:
+    print(f"generating {PHOTOS} 12-megapixel JPEGs ...", flush=True)
+    photos = [photo_12mp(seed) for seed in range(PHOTOS)]
+    print(f"  {sum(map(len, photos)) / len(photos) / 1e6:.1f} MB each on average")
+    ours(photos[0])
+    pillow_best_case(photos[0])  # warm up both
+    baseline = rate(pillow_best_case, photos)
+    mine = rate(ours, photos)
+    print(f"derivatives: {mine:.2f} photos/s (sha256, EXIF, 3 sizes, orientation, dHash) vs "
+          f"Pillow best case {baseline:.2f} photos/s -> ratio {mine / baseline:.2f}x "
+          "(goal >= 0.8x)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = os.environ.get("BENCH_WORKERS", "1")
+        env = {"PHENOSYNC_DATA_DIR": tmp, "PHENOSYNC_JOB_WORKERS": workers,
+               "PHENOSYNC_LOG_LEVEL": "warning",
+               "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
+        token, ids = asyncio.run(make_photos(env, UPLOADS + CONCURRENT))
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "photo_bench:bench_app",
+             "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--no-access-log"],
+            env={**os.environ, **env}, cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    if httpx.get(base + "/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            payloads = photos[:UPLOADS]
+            total = sum(map(len, payloads))
+            start = time.perf_counter()
+            for n, data in enumerate(payloads):
+                r = httpx.put(f"{base}/bench/put/p{n}", content=chunks(data), timeout=120,
+                              headers={"Content-Length": str(len(data))})
+                assert r.status_code == 204, r.text
+            plain = total / (time.perf_counter() - start)
+            start = time.perf_counter()
+            for photo_id, data in zip(ids[:UPLOADS], payloads, strict=True):
+                status = tus_upload(base, token, photo_id, data)
+                assert status == 204, status
+            tus = total / (time.perf_counter() - start)
+            print(f"upload: tus {tus / 1e6:.0f} MB/s vs plain streaming PUT "
+                  f"{plain / 1e6:.0f} MB/s -> ratio {tus / plain:.2f}x (goal >= 0.7x)")
+
+            big = random.Random(1).randbytes(BIG)
+
+            async def many() -> list[int]:
+                limits = httpx.Limits(max_connections=CONCURRENT)
+                async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as c:
+                    return await asyncio.gather(*(
+                        atus_upload(c, token, photo_id, big)
+                        for photo_id in ids[UPLOADS:]
+                    ))
+
+            start = time.perf_counter()
+            statuses = asyncio.run(many())
+            took = time.perf_counter() - start
+            peak = peak_rss_mb(server.pid)
+            # Random bytes are not a photo: each completing PATCH answers 422
+            # after the whole 20 MB was streamed, stored and checked.
+            print(f"memory: {CONCURRENT} concurrent 20 MB uploads in {took:.1f} s "
+                  f"(statuses {sorted(set(statuses))}); peak server RSS {peak:.0f} MB vs "
+                  f"limit 300 MB -> ratio {peak / 300:.2f} (goal < 1.0)")
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

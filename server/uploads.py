@@ -1,0 +1,605 @@
+"""tus 1.0.0 resumable uploads of photo files, at ``/api/v1/uploads/``.
+
+Extensions: creation, creation-with-upload, expiration, checksum (sha1,
+sha256), termination.  Written here on Starlette because no maintained tus
+server library for Starlette/ASGI exists; the protocol is small.
+
+The rules that matter on a phone network:
+
+- Bodies stream to storage in 1 MiB writes; nothing holds a whole file.
+- ``offset`` in the database is what counts.  While a PATCH streams, its
+  progress (bytes handed to the OS) is recorded about once a second, so after a
+  dropped connection or a server restart the client resumes close to where it
+  was; bytes past the recorded offset are cut off on the next write.
+- One writer per upload: a PATCH holds a short lease on the upload row
+  (renewed while it streams); a second PATCH gets ``423``.  A crashed writer's
+  lease runs out within ``LEASE_MS``.
+- A PATCH with ``Upload-Checksum`` counts only if the body matches (else
+  ``460`` and nothing of it is kept).
+- The PATCH that completes the upload checks the content (declared sha256,
+  a real image within the pixel limit) and answers ``422``/``460`` when it is
+  not acceptable, with nothing attached to the photo.  Processing (EXIF,
+  derivatives, hashes, quality flags) is a durable job (``server/photos.py``).
+
+Every error has the one JSON error shape, and every response carries
+``Tus-Resumable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+from anyio import to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from schemas import errors
+from schemas.observation import UploadState
+from server import images, jobs, photos
+from server.endpoint import Access, identify
+from server.errors import error_response
+from server.models.accounts import User
+from server.models.observations import Photo
+from server.models.sequence import next_seq
+from server.models.uploads import Upload, UploadStatus
+from server.openapi import raw_operation
+from server.settings import Settings
+from server.storage import Storage
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
+CHECKSUMS: dict[str, Callable[[], Any]] = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+OCTET_STREAM = "application/offset+octet-stream"
+PREFIX = "/api/v1/uploads/"
+LEASE_MS = 5_000
+PROGRESS_SECONDS = 1.0
+# A completed upload's job waits this long unless the completing request
+# releases it at once: the safety net for a crash between the two.
+JOB_SAFETY_DELAY_S = 30
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+_TUS_ERRORS = {400: "Bad header or metadata.", 401: "No or bad token.",
+               403: "Another user's photo or upload.", 404: "No such upload or photo.",
+               410: "Upload expired, terminated or refused.",
+               412: "Tus-Resumable is not 1.0.0.", 413: "Over Tus-Max-Size or past the length.",
+               415: "Wrong Content-Type or file type."}
+OPENAPI: dict[str, dict[str, Any]] = {
+    PREFIX: {
+        "options": raw_operation("tus_options", "tus capabilities (Tus-Version, "
+                                 "Tus-Extension, Tus-Max-Size)", Access.PUBLIC,
+                                 {204: "Capabilities in headers."}, tags=("photos",)),
+        "post": raw_operation("tus_create", "Create a tus upload for a photo record "
+                              "(creation, creation-with-upload)", Access.USER,
+                              {201: "Created; Location names the upload.", **_TUS_ERRORS,
+                               409: "The photo is already uploaded.",
+                               422: "Empty upload, or a refused file."}, tags=("photos",)),
+    },
+    PREFIX + "{upload_id}": {
+        "options": raw_operation("tus_options_upload", "tus capabilities", Access.PUBLIC,
+                                 {204: "Capabilities in headers."}, tags=("photos",)),
+        "head": raw_operation("tus_head", "Where an upload stands (Upload-Offset, "
+                              "Upload-Length)", Access.USER,
+                              {200: "State in headers.", **_TUS_ERRORS}, tags=("photos",)),
+        "patch": raw_operation("tus_patch", "Append bytes at Upload-Offset", Access.USER,
+                               {204: "Stored; Upload-Offset is the new offset.", **_TUS_ERRORS,
+                                409: "Upload-Offset does not match.",
+                                422: "The completed file is not an acceptable image.",
+                                423: "Another request is writing this upload.",
+                                460: "Body does not match Upload-Checksum, or the file its "
+                                     "declared sha256."}, tags=("photos",)),
+        "delete": raw_operation("tus_delete", "Terminate an unfinished upload", Access.USER,
+                                {204: "Terminated.", **_TUS_ERRORS,
+                                 409: "The upload is complete.",
+                                 423: "A request is writing it."}, tags=("photos",)),
+    },
+}
+
+
+def tus_headers(**extra: str) -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **extra}
+
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs."""
+    pairs: dict[str, str] = {}
+    if len(header) > 4096:
+        raise errors.BadRequest("Upload-Metadata is longer than 4096 characters.")
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        key, _, value = item.partition(" ")
+        if not _METADATA_KEY.match(key) or key in pairs:
+            raise errors.BadRequest(
+                f"Upload-Metadata has a bad or repeated key {key[:64]!r}.",
+                code="invalid_metadata",
+            )
+        try:
+            pairs[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise errors.BadRequest(
+                f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
+                code="invalid_metadata",
+            ) from None
+    return pairs
+
+
+def safe_filename(name: str) -> str:
+    """The client's file name as data only (it never reaches a path)."""
+    base = re.split(r"[\\/]", name)[-1]
+    base = "".join(ch for ch in base if ch.isprintable()).strip(" .")
+    return base[:200]
+
+
+def _int_header(request: Request, name: str, *, required: bool = True) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        if required:
+            raise errors.BadRequest(f"The {name} header is required.", code="missing_header")
+        return None
+    if not raw.isdigit():
+        raise errors.BadRequest(f"{name} must be a non-negative integer.", code="invalid_header")
+    return int(raw)
+
+
+def _expires(upload: Upload) -> str:
+    return format_datetime(upload.expires_at.astimezone(UTC), usegmt=True)
+
+
+class _TooLong(Exception):
+    pass
+
+
+class TusServer:
+    """The tus routes of one app; ``routes()`` goes into the app's route list."""
+
+    def __init__(
+        self, settings: Settings, storage: Storage, notify: Callable[[], None] = lambda: None
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.notify = notify
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(PREFIX, self._wrap(self.options), methods=["OPTIONS"], name="tus_options"),
+            Route(PREFIX, self._wrap(self.create), methods=["POST"], name="tus_create"),
+            Route(PREFIX + "{upload_id}", self._wrap(self.options), methods=["OPTIONS"],
+                  name="tus_options_upload"),
+            Route(PREFIX + "{upload_id}", self._wrap(self.head), methods=["HEAD"],
+                  name="tus_head"),
+            Route(PREFIX + "{upload_id}", self._wrap(self.patch), methods=["PATCH"],
+                  name="tus_patch"),
+            Route(PREFIX + "{upload_id}", self._wrap(self.delete), methods=["DELETE"],
+                  name="tus_delete"),
+        ]
+
+    def _wrap(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if request.method != "OPTIONS":
+                    version = request.headers.get("tus-resumable")
+                    if version != TUS_VERSION:
+                        raise errors.PreconditionFailed(
+                            f"Send 'Tus-Resumable: {TUS_VERSION}' (got {version!r}).",
+                            headers={"Tus-Version": TUS_VERSION},
+                        )
+                return await handler(request)
+            except errors.PhenosyncError as error:
+                response = error_response(error)
+                response.headers.update(tus_headers())
+                return response
+
+        return endpoint
+
+    # --- helpers -----------------------------------------------------------
+
+    async def _user(self, request: Request) -> User:
+        user, _ = await identify(request)
+        if user is None:
+            raise errors.NotAuthenticated()
+        return user
+
+    async def _upload(self, request: Request, user: User) -> Upload:
+        upload_id = request.path_params["upload_id"]
+        upload = None
+        if re.fullmatch(r"[0-9a-f]{32}", upload_id):
+            upload = await Upload.get_or_none(id=upload_id)
+        if upload is None:
+            raise errors.NotFound("There is no upload at this address.")
+        if upload.user_id != user.id:  # type: ignore[attr-defined]
+            raise errors.PermissionDenied("This upload belongs to another user.")
+        if upload.state in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
+            raise errors.Gone(f"This upload was {upload.state}: start a new one.")
+        if upload.state == UploadStatus.FAILED:
+            raise errors.Gone("This upload's file was refused: start a new upload.")
+        if upload.state == UploadStatus.RECEIVING and upload.expires_at <= datetime.now(UTC):
+            raise errors.Gone("This upload expired: start a new one.")
+        return upload
+
+    def _new_expiry(self) -> datetime:
+        return datetime.now(UTC) + timedelta(hours=self.settings.upload_expiry_hours)
+
+    # --- OPTIONS -----------------------------------------------------------
+
+    async def options(self, request: Request) -> Response:
+        return Response(status_code=204, headers=tus_headers(**{
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(self.settings.upload_max_bytes),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+        }))
+
+    # --- POST (creation, creation-with-upload) -----------------------------
+
+    async def create(self, request: Request) -> Response:
+        user = await self._user(request)
+        length = _int_header(request, "upload-length", required=False)
+        if length is None:
+            raise errors.BadRequest(
+                "Send Upload-Length (deferred lengths are not supported).",
+                code="missing_header",
+            )
+        if length == 0:
+            raise errors.ValidationFailed(
+                "The file is empty (Upload-Length: 0): a photo has bytes.", code="empty_upload"
+            )
+        if length > self.settings.upload_max_bytes:
+            raise errors.PayloadTooLarge(
+                f"Upload-Length {length} is over the limit of "
+                f"{self.settings.upload_max_bytes} bytes.",
+                details={"max_bytes": self.settings.upload_max_bytes},
+            )
+        header = request.headers.get("upload-metadata", "")
+        metadata = parse_metadata(header)
+        photo_id = metadata.get("photo_id")
+        if not photo_id:
+            raise errors.ValidationFailed(
+                "Upload-Metadata must name the photo record: 'photo_id <base64 id>'.",
+                code="missing_photo_id",
+            )
+        filetype = metadata.get("filetype", "").lower()
+        if filetype and filetype not in images.CONTENT_TYPES:
+            raise errors.UnsupportedMediaType(
+                f"A photo must be JPEG, PNG, WebP or HEIC/HEIF, not {filetype[:64]!r}.",
+                details={"accepted": sorted(images.CONTENT_TYPES)},
+            )
+        declared = metadata.get("sha256", "").lower() or None
+        if declared is not None and not _SHA256.match(declared):
+            raise errors.BadRequest(
+                "Upload-Metadata sha256 must be 64 hex digits.", code="invalid_metadata"
+            )
+        stored = {k: v for k, v in metadata.items() if k != "filename"}
+        if "filename" in metadata:
+            stored["filename"] = safe_filename(metadata["filename"])
+        body_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_length = _int_header(request, "content-length", required=False)
+        with_body = body_type == OCTET_STREAM or (content_length or 0) > 0
+        if with_body and body_type != OCTET_STREAM:
+            raise errors.UnsupportedMediaType(
+                f"A body sent with the creation request must be {OCTET_STREAM!r}."
+            )
+        upload_id = secrets.token_hex(16)
+        async with in_transaction() as conn:
+            photo = await Photo.get_or_none(id=photo_id, is_deleted=False, using_db=conn)
+            if photo is None:
+                raise errors.NotFound(
+                    f"There is no photo record {photo_id[:64]!r}: push it with sync first."
+                )
+            if photo.user_id != user.id:  # type: ignore[attr-defined]
+                raise errors.PermissionDenied("This photo record belongs to another user.")
+            if photo.upload_state in (UploadState.READY, UploadState.PROCESSING):
+                raise errors.Conflict(
+                    f"Photo {photo_id!r} is already uploaded.", code="already_uploaded"
+                )
+            if declared and photo.declared_sha256 and declared != photo.declared_sha256:
+                raise errors.ValidationFailed(
+                    "The sha256 in Upload-Metadata differs from the photo record's.",
+                    code="sha256_mismatch",
+                )
+            upload = await Upload.create(
+                id=upload_id, photo=photo, user=user, length=length,
+                metadata_header=header, metadata=stored,
+                declared_sha256=declared or photo.declared_sha256,
+                content_type=filetype or None,
+                storage_key=f"uploads/{upload_id}",
+                expires_at=self._new_expiry(),
+                using_db=conn,
+            )
+            if photo.upload_state != UploadState.UPLOADING:
+                seq = await next_seq(conn)
+                await Photo.filter(id=photo.id).using_db(conn).update(
+                    upload_state=UploadState.UPLOADING, failure_code=None, updated_seq=seq
+                )
+        headers = tus_headers(
+            Location=PREFIX + upload_id, **{"Upload-Expires": _expires(upload)}
+        )
+        if with_body:
+            offset = await self._write(request, upload, 0)
+            headers["Upload-Offset"] = str(offset)
+        return Response(status_code=201, headers=headers)
+
+    # --- HEAD --------------------------------------------------------------
+
+    async def head(self, request: Request) -> Response:
+        user = await self._user(request)
+        upload = await self._upload(request, user)
+        headers = tus_headers(**{
+            "Upload-Offset": str(upload.offset), "Upload-Length": str(upload.length),
+        })
+        if upload.metadata_header:
+            headers["Upload-Metadata"] = upload.metadata_header
+        if upload.state == UploadStatus.RECEIVING:
+            headers["Upload-Expires"] = _expires(upload)
+        return Response(status_code=200, headers=headers)
+
+    # --- PATCH -------------------------------------------------------------
+
+    async def patch(self, request: Request) -> Response:
+        body_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if body_type != OCTET_STREAM:
+            raise errors.UnsupportedMediaType(
+                f"A PATCH body must be sent as 'Content-Type: {OCTET_STREAM}'."
+            )
+        offset = _int_header(request, "upload-offset")
+        assert offset is not None
+        user = await self._user(request)
+        upload = await self._upload(request, user)
+        if offset != upload.offset:
+            raise errors.OffsetMismatch(
+                f"Upload-Offset is {offset} but the server has {upload.offset} bytes.",
+                details={"offset": upload.offset},
+            )
+        offset = await self._write(request, upload, offset)
+        headers = tus_headers(**{"Upload-Offset": str(offset)})
+        if offset < upload.length:
+            headers["Upload-Expires"] = _expires(upload)
+        return Response(status_code=204, headers=headers)
+
+    async def _write(self, request: Request, upload: Upload, offset: int) -> int:
+        """Stream the body to storage at ``offset`` under the write lease; returns
+        the new offset.  Completes the upload when it is the last byte."""
+        checksum = self._checksum(request)
+        room = upload.length - offset
+        content_length = _int_header(request, "content-length", required=False)
+        if content_length is not None and content_length > room:
+            raise errors.PayloadTooLarge(
+                f"The body ({content_length} bytes) runs past Upload-Length: "
+                f"{room} bytes are left from offset {offset}.",
+                code="upload_past_length", details={"offset": offset, "length": upload.length},
+            )
+        token = secrets.token_hex(8)
+        now = jobs.now_ms()
+        taken = await Upload.filter(
+            Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
+            Q(locked_until__lt=now) | Q(lock_token=None),
+        ).update(locked_until=now + LEASE_MS, lock_token=token)
+        if not taken:
+            fresh = await Upload.get(id=upload.id)
+            if fresh.offset != offset:
+                raise errors.OffsetMismatch(
+                    f"Upload-Offset is {offset} but the server has {fresh.offset} bytes.",
+                    details={"offset": fresh.offset},
+                )
+            if fresh.state != UploadStatus.RECEIVING:
+                raise errors.Conflict("This upload is complete.", code="upload_complete")
+            raise errors.Locked(
+                "Another request is writing this upload: retry in a few seconds.",
+                code="upload_locked",
+            )
+        mine = Upload.filter(id=upload.id, lock_token=token)
+        progress = {"flushed": 0}
+        received = 0
+        digest = CHECKSUMS[checksum[0]]() if checksum else None
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal received
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > room:
+                    raise _TooLong()
+                if digest is not None:
+                    digest.update(chunk)
+                yield chunk
+
+        async def keep_lease() -> None:
+            # Renew the lease, and (without a checksum to wait for) record
+            # progress, so a dropped connection or a crash loses little.
+            while True:
+                await asyncio.sleep(PROGRESS_SECONDS)
+                values: dict[str, Any] = {"locked_until": jobs.now_ms() + LEASE_MS}
+                if digest is None:
+                    values["offset"] = offset + progress["flushed"]
+                await mine.update(**values)
+
+        def flushed(total: int) -> None:
+            progress["flushed"] = total
+
+        keeper = asyncio.create_task(keep_lease())
+        error: errors.PhenosyncError | None = None
+        written = 0
+        try:
+            try:
+                written = await self.storage.write_at(
+                    upload.storage_key, offset, body(), on_flush=flushed
+                )
+            except _TooLong:
+                error = errors.PayloadTooLarge(
+                    f"The body runs past Upload-Length: {room} bytes were left from "
+                    f"offset {offset}.",
+                    code="upload_past_length",
+                    details={"offset": offset, "length": upload.length},
+                )
+            except ClientDisconnect:
+                written = received if digest is None else 0
+                # The connection is gone; keep what arrived (the file has it).
+            if error is None and checksum is not None and digest is not None:
+                if digest.digest() != checksum[1]:
+                    error = errors.ChecksumMismatch(
+                        f"The body does not match its {checksum[0]} Upload-Checksum: "
+                        "send it again.",
+                        details={"offset": offset},
+                    )
+        except BaseException:
+            # An unexpected failure (disk full, cancellation): free the upload
+            # at the offset recorded so far.
+            await mine.update(locked_until=0, lock_token=None)
+            raise
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if error is not None:
+            written = 0
+        new_offset = offset + min(written, room)
+        if new_offset != offset + progress["flushed"] or error is not None:
+            await self.storage.truncate(upload.storage_key, new_offset)
+        upload.offset = new_offset
+        if new_offset == upload.length:
+            await self._complete(upload, token)
+        else:
+            upload.expires_at = self._new_expiry()
+            await mine.update(
+                offset=new_offset, locked_until=0, lock_token=None,
+                expires_at=upload.expires_at,
+            )
+        if error is not None:
+            raise error
+        return new_offset
+
+    # --- DELETE (termination) ----------------------------------------------
+
+    async def delete(self, request: Request) -> Response:
+        user = await self._user(request)
+        upload = await self._upload(request, user)
+        if upload.state != UploadStatus.RECEIVING:
+            raise errors.Conflict(
+                "This upload is complete and cannot be terminated.", code="upload_complete"
+            )
+        now = jobs.now_ms()
+        async with in_transaction() as conn:
+            ended = await Upload.filter(
+                Q(id=upload.id), Q(state=UploadStatus.RECEIVING),
+                Q(locked_until__lt=now) | Q(lock_token=None),
+            ).using_db(conn).update(state=UploadStatus.TERMINATED)
+            if not ended:
+                raise errors.Locked(
+                    "A request is writing this upload: retry in a few seconds.",
+                    code="upload_locked",
+                )
+            others = await Upload.filter(
+                photo_id=upload.photo_id, state=UploadStatus.RECEIVING  # type: ignore[attr-defined]
+            ).using_db(conn).exists()
+            if not others:
+                seq = await next_seq(conn)
+                await Photo.filter(
+                    id=upload.photo_id, upload_state=UploadState.UPLOADING  # type: ignore[attr-defined]
+                ).using_db(conn).update(upload_state=UploadState.PENDING, updated_seq=seq)
+        await self.storage.delete(upload.storage_key)
+        return Response(status_code=204, headers=tus_headers())
+
+    def _checksum(self, request: Request) -> tuple[str, bytes] | None:
+        header = request.headers.get("upload-checksum")
+        if header is None:
+            return None
+        algorithm, _, value = header.strip().partition(" ")
+        if algorithm not in CHECKSUMS:
+            raise errors.BadRequest(
+                f"Upload-Checksum algorithm {algorithm[:16]!r} is not supported; "
+                f"use one of {', '.join(CHECKSUMS)}.",
+                code="unsupported_checksum",
+            )
+        try:
+            return algorithm, base64.b64decode(value.strip(), validate=True)
+        except binascii.Error:
+            raise errors.BadRequest(
+                "Upload-Checksum must be '<algorithm> <base64 digest>'.",
+                code="invalid_header",
+            ) from None
+
+    async def _complete(self, upload: Upload, token: str) -> None:
+        """All bytes are in: hand the upload to processing (durably), then check
+        the content so that the client hears about a bad file now."""
+        async with in_transaction() as conn:
+            done = await Upload.filter(id=upload.id, lock_token=token).using_db(conn).update(
+                offset=upload.length, state=UploadStatus.COMPLETE,
+                locked_until=0, lock_token=None,
+            )
+            if not done:
+                raise errors.Locked("The write lease ran out: resume the upload.")
+            seq = await next_seq(conn)
+            await Photo.filter(id=upload.photo_id).using_db(conn).update(  # type: ignore[attr-defined]
+                upload_state=UploadState.PROCESSING, updated_seq=seq
+            )
+            job = await jobs.enqueue(
+                photos.JOB_KIND, {"upload_id": upload.id},
+                delay_s=JOB_SAFETY_DELAY_S, using_db=conn,
+            )
+        try:
+            await to_thread.run_sync(
+                _check_content, self.storage, upload.storage_key,
+                upload.declared_sha256, self.settings.max_image_pixels,
+            )
+        except images.ImageRefused as refused:
+            await photos.mark_failed(upload.id, refused.code, self.storage)
+            if refused.code == "sha256_mismatch":
+                raise errors.ChecksumMismatch(
+                    refused.message, code="sha256_mismatch"
+                ) from None
+            raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
+        await jobs.run_now(job.id)
+        self.notify()
+
+
+def _check_content(storage: Storage, key: str, sha256: str | None, max_pixels: int) -> None:
+    with storage.open(key) as handle:
+        if sha256 is not None:
+            actual, _ = images.sha256_of(handle)
+            if actual != sha256:
+                raise images.ImageRefused(
+                    "sha256_mismatch",
+                    f"The file's sha256 is {actual}, not the declared {sha256}.",
+                )
+        images.inspect(handle, max_pixels)  # headers and structure: fast
+
+
+async def sweep_expired(storage: Storage) -> int:
+    """Expire unfinished uploads past ``expires_at`` (and not being written):
+    their bytes are deleted and the photo goes back to ``pending``."""
+    count = 0
+    now = datetime.now(UTC)
+    stale = await Upload.filter(
+        state=UploadStatus.RECEIVING, expires_at__lt=now, locked_until__lt=jobs.now_ms()
+    ).limit(500)
+    for upload in stale:
+        async with in_transaction() as conn:
+            expired = await Upload.filter(
+                id=upload.id, state=UploadStatus.RECEIVING
+            ).using_db(conn).update(state=UploadStatus.EXPIRED)
+            if not expired:
+                continue
+            busy = await Upload.filter(
+                photo_id=upload.photo_id, state=UploadStatus.RECEIVING  # type: ignore[attr-defined]
+            ).using_db(conn).exists()
+            if not busy:
+                seq = await next_seq(conn)
+                await Photo.filter(
+                    id=upload.photo_id, upload_state=UploadState.UPLOADING  # type: ignore[attr-defined]
+                ).using_db(conn).update(upload_state=UploadState.PENDING, updated_seq=seq)
+        await storage.delete(upload.storage_key)
+        count += 1
+    return count

@@ -1,0 +1,408 @@
+"""tus 1.0.0 at /api/v1/uploads/, through the ASGI app (real clients: test_tus_clients.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from schemas.observation import UploadState
+from server import jobs, uploads
+from server.models.jobs import Job
+from server.models.observations import Photo, QualityFlag
+from server.models.uploads import Upload, UploadStatus
+from tests.factories import auth, make_user
+from tests.factories_photos import (
+    encoded,
+    garbage_exif_jpeg,
+    jpeg,
+    make_photo,
+    png_bomb,
+    run_jobs,
+    sha256,
+)
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTET = {"Content-Type": "application/offset+octet-stream"}
+
+
+def metadata(**pairs: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
+
+
+async def create(
+    client: httpx.AsyncClient, token: str, photo_id: str, length: int, *,
+    body: bytes | None = None, **meta: str,
+) -> httpx.Response:
+    headers = {**TUS, **auth(token), "Upload-Length": str(length),
+               "Upload-Metadata": metadata(photo_id=photo_id, **meta)}
+    if body is not None:
+        headers.update(OCTET)
+    return await client.post("/api/v1/uploads/", headers=headers, content=body)
+
+
+async def patch(
+    client: httpx.AsyncClient, token: str, location: str, offset: int, body: bytes,
+    **headers: str,
+) -> httpx.Response:
+    return await client.patch(location, content=body, headers={
+        **TUS, **OCTET, **auth(token), "Upload-Offset": str(offset), **headers})
+
+
+async def upload_file(client: httpx.AsyncClient, token: str, photo_id: str, data: bytes,
+                      chunk: int = 64 * 1024) -> httpx.Response:
+    r = await create(client, token, photo_id, len(data), filetype="image/jpeg")
+    assert r.status_code == 201, r.text
+    location, offset = r.headers["Location"], 0
+    while offset < len(data):
+        r = await patch(client, token, location, offset, data[offset : offset + chunk])
+        if r.status_code != 204:
+            return r
+        offset = int(r.headers["Upload-Offset"])
+    return r
+
+
+async def test_options_announces_the_server_capabilities(client: httpx.AsyncClient) -> None:
+    r = await client.options("/api/v1/uploads/")
+    assert r.status_code == 204
+    assert r.headers["Tus-Version"] == "1.0.0"
+    assert set(r.headers["Tus-Extension"].split(",")) == {
+        "creation", "creation-with-upload", "expiration", "checksum", "termination"}
+    assert r.headers["Tus-Checksum-Algorithm"] == "sha1,sha256"
+    assert int(r.headers["Tus-Max-Size"]) == 50 * 1024 * 1024
+
+
+async def test_a_photo_uploads_in_chunks_and_is_processed(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    seq_before = photo.updated_seq
+    data = jpeg(size=(2400, 1600))
+    r = await create(client, token, photo.id, len(data), filename="IMG_0001.JPG",
+                     filetype="image/jpeg", sha256=sha256(data))
+    assert r.status_code == 201, r.text
+    location = r.headers["Location"]
+    assert location.startswith("/api/v1/uploads/") and "://" not in location
+    assert "Upload-Expires" in r.headers and r.headers["Tus-Resumable"] == "1.0.0"
+    uploading = await Photo.get(id=photo.id)
+    assert uploading.upload_state == UploadState.UPLOADING
+    assert uploading.updated_seq > seq_before
+    r = await patch(client, token, location, 0, data[:100_000])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, "100000")
+    head = await client.head(location, headers={**TUS, **auth(token)})
+    assert head.headers["Upload-Offset"] == "100000"
+    assert head.headers["Upload-Length"] == str(len(data))
+    assert head.headers["Cache-Control"] == "no-store"
+    assert "photo_id" in head.headers["Upload-Metadata"]
+    r = await patch(client, token, location, 100_000, data[100_000:])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, str(len(data)))
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.PROCESSING
+    assert await run_jobs(db) == 1
+    ready = await Photo.get(id=photo.id)
+    assert ready.upload_state == UploadState.READY
+    assert ready.sha256 == sha256(data) and ready.storage_key == f"originals/{ready.sha256}"
+    assert (ready.width, ready.height, ready.content_type) == (2400, 1600, "image/jpeg")
+    assert ready.derivative_sizes == [320, 1024, 2048]
+    assert ready.exif and ready.exif["make"] == "Phenocam"
+    assert ready.exif_latitude == pytest.approx(52.09, abs=1e-4)
+    assert ready.updated_seq > uploading.updated_seq
+    storage = db.state.storage
+    assert await storage.size(f"uploads/{location.rsplit('/', 1)[1]}") is None
+    assert await storage.size(ready.storage_key) == len(data)
+    assert not await QualityFlag.exists()  # time and place agree, no duplicate
+    record = (await client.get(f"/api/v1/photos/{photo.id}", headers=auth(token))).json()
+    assert record["upload_state"] == "ready"
+    assert record["derivatives"]["320"] == f"/api/v1/photos/{photo.id}/derivatives/320"
+    assert record["exif"]["taken_at"] == "2024-04-01T10:05:00+02:00"
+
+
+async def test_creation_with_upload(client: httpx.AsyncClient, db: Starlette) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = encoded("PNG")
+    r = await create(client, token, photo.id, len(data), body=data[:1000])
+    assert (r.status_code, r.headers["Upload-Offset"]) == (201, "1000")
+    r = await patch(client, token, r.headers["Location"], 1000, data[1000:])
+    assert r.status_code == 204
+    await run_jobs(db)
+    assert (await Photo.get(id=photo.id)).content_type == "image/png"
+
+
+async def test_checksums_are_checked_per_request(client: httpx.AsyncClient) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    r = await create(client, token, photo.id, len(data))
+    location = r.headers["Location"]
+    part = data[:5000]
+    good_sha1 = base64.b64encode(hashlib.sha1(part).digest()).decode()
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    r = await patch(client, token, location, 0, part, **{"Upload-Checksum": f"sha256 {wrong}"})
+    assert r.status_code == 460 and r.json()["error"]["code"] == "checksum_mismatch"
+    assert r.headers["Tus-Resumable"] == "1.0.0"
+    head = await client.head(location, headers={**TUS, **auth(token)})
+    assert head.headers["Upload-Offset"] == "0"  # nothing of the bad body counts
+    r = await patch(client, token, location, 0, part, **{"Upload-Checksum": f"sha1 {good_sha1}"})
+    assert (r.status_code, r.headers["Upload-Offset"]) == (204, "5000")
+    r = await patch(client, token, location, 5000, b"x", **{"Upload-Checksum": "md5 AAAA"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_checksum"
+
+
+async def test_protocol_errors(client: httpx.AsyncClient) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    r = await create(client, token, photo.id, len(data))
+    location = r.headers["Location"]
+    await patch(client, token, location, 0, data[:1000])
+    cases: list[tuple[httpx.Response, int, str]] = [
+        (await patch(client, token, location, 500, data[500:1500]), 409, "offset_mismatch"),
+        (await client.patch(location, content=b"x", headers={
+            **TUS, **auth(token), "Upload-Offset": "1000", "Content-Type": "image/jpeg"}),
+         415, "unsupported_media_type"),
+        (await client.patch(location, content=b"x", headers={
+            **OCTET, **auth(token), "Upload-Offset": "1000", "Tus-Resumable": "0.2.2"}),
+         412, "unsupported_version"),
+        (await client.patch(location, content=b"x", headers={**TUS, **OCTET, **auth(token)}),
+         400, "missing_header"),
+        (await client.patch(location, content=b"x", headers={
+            **TUS, **OCTET, "Upload-Offset": "1000"}), 401, "not_authenticated"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert set(response.json()) == {"error"}
+        assert response.json()["error"]["code"] == code
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert (await patch(client, token, location, 1000, data[1000:])).status_code == 204
+
+
+async def test_one_writer_at_a_time(client: httpx.AsyncClient) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    location = (await create(client, token, photo.id, len(data))).headers["Location"]
+    upload_id = location.rsplit("/", 1)[1]
+    # Another request holds the write lease.
+    await Upload.filter(id=upload_id).update(
+        locked_until=jobs.now_ms() + 60_000, lock_token="someone")
+    r = await patch(client, token, location, 0, data)
+    assert r.status_code == 423 and r.json()["error"]["code"] == "upload_locked"
+    assert (await client.delete(location, headers={**TUS, **auth(token)})).status_code == 423
+    # Its lease runs out (the writer died): the upload is free again.
+    await Upload.filter(id=upload_id).update(locked_until=jobs.now_ms() - 1)
+    assert (await patch(client, token, location, 0, data)).status_code == 204
+
+
+async def test_termination(client: httpx.AsyncClient, db: Starlette) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    location = (await create(client, token, photo.id, len(data))).headers["Location"]
+    await patch(client, token, location, 0, data[:1000])
+    r = await client.delete(location, headers={**TUS, **auth(token)})
+    assert r.status_code == 204
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.PENDING
+    assert await db.state.storage.size(f"uploads/{location.rsplit('/', 1)[1]}") is None
+    head = await client.head(location, headers={**TUS, **auth(token)})
+    assert head.status_code == 410
+    assert (await patch(client, token, location, 1000, data[1000:])).status_code == 410
+
+
+async def test_expired_uploads_are_swept(client: httpx.AsyncClient, db: Starlette) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    location = (await create(client, token, photo.id, len(data))).headers["Location"]
+    await patch(client, token, location, 0, data[:1000])
+    upload_id = location.rsplit("/", 1)[1]
+    await Upload.filter(id=upload_id).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert (await client.head(location, headers={**TUS, **auth(token)})).status_code == 410
+    assert await uploads.sweep_expired(db.state.storage) == 1
+    assert (await Upload.get(id=upload_id)).state == UploadStatus.EXPIRED
+    assert await db.state.storage.size(f"uploads/{upload_id}") is None
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.PENDING
+    # The device starts over.
+    assert (await upload_file(client, token, photo.id, data)).status_code == 204
+
+
+# --- bad input: a clear 4xx, nothing half-attached -----------------------------
+
+
+async def assert_nothing_attached(photo_id: str) -> None:
+    photo = await Photo.get(id=photo_id)
+    assert photo.upload_state in (UploadState.PENDING, UploadState.UPLOADING, UploadState.FAILED)
+    assert photo.sha256 is None and photo.storage_key is None and not photo.derivative_sizes
+    assert not await QualityFlag.exists()
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (jpeg()[:-3000], "corrupt_image"),
+        (b"this is not a photo, just text named holiday.jpg\n" * 30, "not_an_image"),
+        (png_bomb(8000, 8000), "image_too_large"),
+    ],
+    ids=["truncated-jpeg", "text-named-jpg", "decompression-bomb"],
+)
+async def test_bad_files_are_refused_on_the_last_patch(
+    client: httpx.AsyncClient, db: Starlette, data: bytes, reason: str
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    r = await upload_file(client, token, photo.id, data)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_photo"
+    assert r.json()["error"]["details"]["reason"] == reason
+    assert (await Photo.get(id=photo.id)).failure_code == reason
+    await run_jobs(db)  # the queued job finds the upload refused and does nothing
+    await assert_nothing_attached(photo.id)
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.FAILED
+    # A new upload of a good file is accepted.
+    assert (await upload_file(client, token, photo.id, jpeg())).status_code == 204
+    await run_jobs(db)
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.READY
+
+
+async def test_a_declared_sha256_that_does_not_match_is_460(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    user, token = await make_user()
+    data = jpeg()
+    photo = await make_photo(user, declared_sha256=sha256(b"something else"))
+    r = await upload_file(client, token, photo.id, data)
+    assert r.status_code == 460 and r.json()["error"]["code"] == "sha256_mismatch"
+    await run_jobs(db)
+    await assert_nothing_attached(photo.id)
+
+
+async def test_malformed_exif_is_accepted_without_exif(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    assert (await upload_file(client, token, photo.id, garbage_exif_jpeg())).status_code == 204
+    await run_jobs(db)
+    ready = await Photo.get(id=photo.id)
+    assert ready.upload_state == UploadState.READY
+    assert ready.exif_taken_at is None and ready.exif_latitude is None
+
+
+async def test_refused_creations(client: httpx.AsyncClient) -> None:
+    user, token = await make_user()
+    other, other_token = await make_user()
+    photo = await make_photo(user)
+    theirs = await make_photo(other)
+    cases: list[tuple[httpx.Response, int, str]] = [
+        (await create(client, token, photo.id, 0), 422, "empty_upload"),
+        (await create(client, token, photo.id, 51 * 1024 * 1024), 413, "payload_too_large"),
+        (await create(client, token, "no-such-photo", 10), 404, "not_found"),
+        (await create(client, token, theirs.id, 10), 403, "permission_denied"),
+        (await create(client, token, photo.id, 10, filetype="text/html"),
+         415, "unsupported_media_type"),
+        (await create(client, token, photo.id, 10, sha256="xyz"), 400, "invalid_metadata"),
+        (await client.post("/api/v1/uploads/", headers={
+            **TUS, **auth(token), "Upload-Length": "10",
+            "Upload-Metadata": "photo_id !!notbase64"}), 400, "invalid_metadata"),
+        (await client.post("/api/v1/uploads/", headers={
+            **TUS, **auth(token), "Upload-Length": "10"}), 422, "missing_photo_id"),
+        (await client.post("/api/v1/uploads/", headers={
+            **TUS, **auth(token), "Upload-Defer-Length": "1",
+            "Upload-Metadata": metadata(photo_id=photo.id)}), 400, "missing_header"),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code, response.text
+    assert not await Upload.exists()
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.PENDING
+
+
+async def test_more_bytes_than_declared_and_patch_past_the_length(
+    client: httpx.AsyncClient,
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    location = (await create(client, token, photo.id, len(data))).headers["Location"]
+    r = await patch(client, token, location, 0, data + b"extra bytes")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "upload_past_length"
+    head = await client.head(location, headers={**TUS, **auth(token)})
+    assert head.headers["Upload-Offset"] == "0"
+
+    async def no_length() -> Any:  # a chunked body: no Content-Length to check first
+        yield data[:2000]
+        yield data[2000:] + b"more than declared"
+
+    r = await client.patch(location, content=no_length(), headers={
+        **TUS, **OCTET, **auth(token), "Upload-Offset": "0"})
+    assert r.status_code == 413
+    assert (await client.head(location, headers={**TUS, **auth(token)})).headers[
+        "Upload-Offset"] == "0"
+    assert (await patch(client, token, location, 0, data)).status_code == 204
+    r = await patch(client, token, location, len(data), b"past the end")
+    assert r.status_code == 413
+
+
+async def test_unknown_and_foreign_uploads(client: httpx.AsyncClient) -> None:
+    user, token = await make_user()
+    _, stranger = await make_user()
+    photo = await make_photo(user)
+    location = (await create(client, token, photo.id, 100)).headers["Location"]
+    for path in ("/api/v1/uploads/0123456789abcdef0123456789abcdef",
+                 "/api/v1/uploads/..%2F..%2Fsecret_key", "/api/v1/uploads/nope"):
+        r = await client.head(path, headers={**TUS, **auth(token)})
+        assert r.status_code == 404
+        r = await patch(client, token, path, 0, b"x")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert (await client.head(location, headers={**TUS, **auth(stranger)})).status_code == 403
+    r = await patch(client, stranger, location, 0, b"x")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
+    r = await client.delete(location, headers={**TUS, **auth(stranger)})
+    assert r.status_code == 403
+
+
+async def test_a_filename_never_reaches_a_path(client: httpx.AsyncClient, db: Starlette) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    r = await create(client, token, photo.id, len(data),
+                     filename="../../../../etc/passwd\x00.jpg")
+    upload_id = r.headers["Location"].rsplit("/", 1)[1]
+    upload = await Upload.get(id=upload_id)
+    assert upload.storage_key == f"uploads/{upload_id}"
+    assert upload.metadata["filename"] == "passwd.jpg"
+    assert (await patch(client, token, r.headers["Location"], 0, data)).status_code == 204
+    await run_jobs(db)
+    media = db.state.settings.media_dir
+    assert all(media in p.parents for p in media.rglob("*"))
+    assert not list(media.rglob("*passwd*"))
+
+
+async def test_an_uploaded_photo_cannot_be_uploaded_again(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    assert (await upload_file(client, token, photo.id, jpeg())).status_code == 204
+    await run_jobs(db)
+    r = await create(client, token, photo.id, 100)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "already_uploaded"
+
+
+async def test_processing_survives_a_crashed_worker(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    user, token = await make_user()
+    photo = await make_photo(user)
+    assert (await upload_file(client, token, photo.id, jpeg())).status_code == 204
+    job = await jobs.claim(db.state.database, "worker-that-dies")
+    assert job is not None  # ... and the process dies before it finishes
+    assert await run_jobs(db) == 0  # the lease still holds
+    await Job.filter(id=job.id).update(locked_until=jobs.now_ms() - 1)
+    assert await run_jobs(db) == 1
+    assert (await Photo.get(id=photo.id)).upload_state == UploadState.READY
