@@ -52,8 +52,10 @@ def _registry(multiprocess_dir: str | None) -> CollectorRegistry:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    from server.models.jobs import Job, JobState
     from server.models.observations import Observation
 
     REVIEW_QUEUE.set(await Observation.filter(review_status=ReviewStatus.NEEDS_REVIEW).count())
+    JOB_BACKLOG.set(await Job.filter(state=JobState.QUEUED).count())
     registry = _registry(request.app.state.settings.metrics_multiproc_dir)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

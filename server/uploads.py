@@ -51,6 +51,7 @@ from schemas.observation import UploadState
 from server import images, jobs, photos
 from server.endpoint import Access, identify
 from server.errors import error_response
+from server.metrics import UPLOAD_BYTES
 from server.models.accounts import User
 from server.models.observations import Photo
 from server.models.sequence import next_seq
@@ -414,6 +415,7 @@ class TusServer:
                     raise _TooLong()
                 if digest is not None:
                     digest.update(chunk)
+                UPLOAD_BYTES.inc(len(chunk))
                 yield chunk
 
         async def keep_lease() -> None:

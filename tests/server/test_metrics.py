@@ -18,3 +18,5 @@ async def test_metrics_count_requests_and_the_review_queue(client: httpx.AsyncCl
     assert "phenosync_review_queue_depth 2.0" in text
     assert 'phenosync_http_requests_total{method="GET",route="/api/v1/taxa",status="200"}' in text
     assert "phenosync_http_request_duration_seconds_bucket" in text
+    assert "phenosync_job_backlog 0.0" in text
+    assert "phenosync_upload_bytes_total" in text
