@@ -61,7 +61,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "server_created_at server_updated_at"
     ),
     "photos": _cols("observation_id sha256 license created_at updated_at", client_owned=True)
-    + _cols("upload_state width height server_created_at server_updated_at"),
+    + _cols(
+        "upload_state failure_code width height derivatives original_url exif exif_taken_at "
+        "exif_latitude exif_longitude server_created_at server_updated_at"
+    ),
 }
 TABLE_SINCE: dict[str, int] = {name: 1 for name in TABLES}
 

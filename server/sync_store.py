@@ -18,6 +18,7 @@ from server.models.accounts import Membership
 from server.models.observations import Observation, Photo, QualityFlag
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.sequence import current_seq, next_seq
+from server.photos import photo_record
 from sync.records import format_observed_at
 from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
 
@@ -61,6 +62,7 @@ def observation_wire(o: Observation, flags: list[str]) -> dict[str, Any]:
 
 
 def photo_wire(p: Photo) -> dict[str, Any]:
+    record = photo_record(p)
     return {
         "id": p.id,
         "observation_id": p.observation_id,  # type: ignore[attr-defined]
@@ -68,9 +70,16 @@ def photo_wire(p: Photo) -> dict[str, Any]:
         "license": p.license,
         "created_at": None,
         "updated_at": None,
-        "upload_state": str(p.upload_state),
-        "width": p.width,
-        "height": p.height,
+        "upload_state": record["upload_state"],
+        "failure_code": record["failure_code"],
+        "width": record["width"],
+        "height": record["height"],
+        "derivatives": json.dumps(record["derivatives"]),
+        "original_url": record["original_url"],
+        "exif": json.dumps(record["exif"]) if record["exif"] is not None else None,
+        "exif_taken_at": _iso(p.exif_taken_at),
+        "exif_latitude": p.exif_latitude,
+        "exif_longitude": p.exif_longitude,
         "server_created_at": _iso(p.server_created_at),
         "server_updated_at": _iso(p.server_updated_at),
     }

@@ -336,3 +336,28 @@ async def test_joining_a_closed_project_brings_it_to_the_device(
     slugs = [p["slug"] for p in changes["projects"]["created"] + changes["projects"]["updated"]]
     assert slugs == ["closed"]
     assert await Project.filter(slug="closed").count() == 1
+
+
+async def test_a_processed_photo_syncs_back_with_derivatives_and_exif(
+    client: httpx.AsyncClient, db: object
+) -> None:
+    from tests.factories_photos import jpeg, run_jobs
+    from tests.factories_sync import Device
+    from tests.server.test_uploads import upload_file
+
+    world = await make_world()
+    user, token = await make_user("volunteer", project=world.project)
+    phone = Device(client, token)
+    obs = observation(world)
+    photo = {"id": "f" * 16, "observation_id": obs["id"]}
+    await phone.push({"observations": {"created": [obs]}, "photos": {"created": [photo]}})
+    await phone.pull_all()
+    data = jpeg(taken="2026:02:14 10:29:00", lat=51.9634, lon=5.6812)
+    assert (await upload_file(client, token, photo["id"], data)).status_code == 204
+    await run_jobs(db)  # type: ignore[arg-type]
+    changes = await phone.pull_all()
+    synced = changes["photos"]["updated"][0]
+    assert synced["upload_state"] == "ready"
+    assert set(json.loads(synced["derivatives"])) == {"320", "1024", "2048"}
+    assert abs(synced["exif_latitude"] - 51.9634) < 1e-3
+    assert isinstance(json.loads(synced["exif"]), dict)
