@@ -15,7 +15,10 @@ given here.  Codes are part of the contract: never rename one.
     ├── NotFound (404)             not_found
     ├── MethodNotAllowed (405)     method_not_allowed
     ├── Conflict (409)             conflict
-    │   └── AlreadyExists          already_exists
+    │   ├── AlreadyExists          already_exists
+    │   ├── NotInQueue             not_in_queue
+    │   ├── NotClaimed             not_claimed
+    │   └── LeaseExpired           lease_expired
     ├── PayloadTooLarge (413)      payload_too_large
     ├── UnsupportedMediaType (415) unsupported_media_type
     ├── UpgradeRequired (426)      upgrade_required
@@ -112,6 +115,21 @@ class Conflict(PhenosyncError):
 class AlreadyExists(Conflict):
     code = "already_exists"
     default_message = "That already exists."
+
+
+class NotInQueue(Conflict):
+    code = "not_in_queue"
+    default_message = "This record is not waiting for review."
+
+
+class NotClaimed(Conflict):
+    code = "not_claimed"
+    default_message = "Claim the record before deciding it: POST /api/v1/review/claims."
+
+
+class LeaseExpired(Conflict):
+    code = "lease_expired"
+    default_message = "Your claim on this record has expired: claim it again."
 
 
 class PayloadTooLarge(PhenosyncError):

@@ -29,6 +29,7 @@ class Settings:
     token_ttl_days: int = 365
     tombstone_retention_days: int = 90
     log_level: str = "info"
+    review_lease_minutes: int = 10
 
     @property
     def media_dir(self) -> Path:
@@ -66,6 +67,7 @@ class Settings:
                 PREFIX + "TOMBSTONE_RETENTION_DAYS", cast=int, default=90
             ),
             log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
+            review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
         )
 
 
@@ -82,6 +84,7 @@ ENVIRONMENT_VARIABLES = tuple(
         "TOKEN_TTL_DAYS",
         "TOMBSTONE_RETENTION_DAYS",
         "LOG_LEVEL",
+        "REVIEW_LEASE_MINUTES",
     )
 )
 

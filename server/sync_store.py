@@ -18,6 +18,7 @@ from server.models.accounts import Membership
 from server.models.observations import Observation, Photo, QualityFlag
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.sequence import current_seq, next_seq
+from server.quality import run_checks
 from sync.records import format_observed_at
 from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord
 
@@ -195,6 +196,7 @@ class OrmSyncStore:
                 obs.client_changed_device = device
                 obs.client_revision += 1
                 await obs.save(using_db=conn)
+            await run_checks([record_id], conn, seq=seq)
             return
         if created:
             await Photo.create(

@@ -1,11 +1,12 @@
 """HTTP routes, one module per resource; ``ENDPOINTS`` lists them all."""
 
 from server.endpoint import Endpoint
-from server.routes import accounts, projects, sync, vocabulary
+from server.routes import accounts, projects, review, sync, vocabulary
 
 ENDPOINTS: list[Endpoint] = [
     *accounts.ENDPOINTS,
     *projects.ENDPOINTS,
     *vocabulary.ENDPOINTS,
     *sync.ENDPOINTS,
+    *review.ENDPOINTS,
 ]
