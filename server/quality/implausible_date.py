@@ -20,8 +20,9 @@ async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
             f"in the year.",
             {"observed_at": obs.observed_at.isoformat(), "earliest": EARLIEST.isoformat()},
         )
-    recorded = obs.client_created_at or obs.server_created_at or ctx.now
-    if recorded - obs.observed_at > LATE_ENTRY:
+    # The phone's own creation time: a record synced late was still made on time.
+    recorded = obs.client_created_at
+    if recorded is not None and recorded - obs.observed_at > LATE_ENTRY:
         days = (recorded - obs.observed_at).days
         return Finding(
             CHECK.code,
