@@ -22,6 +22,7 @@ from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
 from server.middleware import BodyLimitMiddleware
 from server.openapi import document
+from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *(route(ep) for ep in ENDPOINTS),
+        *review_pages.routes(settings),
     ]
     app = Starlette(
         routes=routes,

@@ -12,7 +12,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.context import TortoiseContext
+from tortoise.context import (
+    TortoiseContext,
+    _current_context,  # no public per-call API (Tortoise 1.1)
+)
 from tortoise.migrations.executor import MigrationExecutor
 
 from server.models import MODEL_MODULES
@@ -99,5 +102,12 @@ class DatabaseContextMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        with self.database.context:
+        # Not ``with self.database.context``: TortoiseContext keeps the reset
+        # token on itself, so two concurrent requests overwrite each other's
+        # token and the reset fails ("created in a different Context").  The
+        # token belongs to the request, so it is kept here, per call.
+        token = _current_context.set(self.database.context)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            _current_context.reset(token)
