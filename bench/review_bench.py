@@ -34,6 +34,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tortoise.backends.base.executor import EXECUTOR_CACHE  # noqa: E402
 from tortoise.transactions import in_transaction  # noqa: E402
 
 from schemas.observation import Decision  # noqa: E402
@@ -162,6 +163,8 @@ async def run(url: str, label: str, stored: int, queued: int, rounds: int,
               decisions: int) -> None:
     print(f"\n== {label}: {stored:,} stored observations, {queued:,} in the queue ==",
           flush=True)
+    # Tortoise caches INSERT statements per connection name, not per dialect.
+    EXECUTOR_CACHE.clear()
     database = Database(url)
     await database.open()
     try:
@@ -204,10 +207,12 @@ async def main() -> None:
     parser.add_argument("--queue", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--decisions", type=int, default=300)
+    parser.add_argument("--postgres-only", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        await run(f"sqlite://{tmp}/bench.sqlite3", "SQLite", args.stored, args.queue,
-                  args.rounds, args.decisions)
+    if not args.postgres_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            await run(f"sqlite://{tmp}/bench.sqlite3", "SQLite", args.stored, args.queue,
+                      args.rounds, args.decisions)
     pg = os.environ.get("PHENOSYNC_BENCH_POSTGRES_URL") or os.environ.get(
         "PHENOSYNC_TEST_POSTGRES_URL")
     if not pg:

@@ -73,73 +73,79 @@ async def decide(user: User, request: DecisionRequest, *, lease_ms: int,
         obs = await Observation.get_or_none(
             id=request.observation_id, using_db=conn
         ).select_related("project")
-        if obs is None or obs.is_deleted:
-            if item is not None:
-                await item.delete(using_db=conn)
-            raise errors.NotFound(f"There is no observation {request.observation_id}.")
-        role = await access.project_role(user, obs.project_id)  # type: ignore[attr-defined]
-        if not access.may_review(role):
-            raise errors.PermissionDenied(
-                f"You are not a reviewer in project {obs.project.slug!r}."
-            )
-        if obs.user_id == user.id:  # type: ignore[attr-defined]
-            raise errors.PermissionDenied("Nobody reviews their own record.")
-        if item is None:
-            raise errors.NotInQueue(
-                f"Observation {obs.id} is {obs.review_status}, not waiting for review."
-            )
-        expert = access.is_expert(role)
-        if item.expert_only and not expert:
-            raise errors.PermissionDenied(
-                "Reviewers disagreed on this record: it waits for an expert."
-            )
-        _check_lease(item, user.id, claim=claim)
-        corrected_taxon, corrected_phase = await _corrections(request, obs, conn)
-        if await ReviewDecision.exists(observation_id=obs.id, reviewer_id=user.id,
-                                       round=item.round, using_db=conn):
-            raise errors.Conflict("You have already decided this record in this round.",
-                                  code="already_decided")
-        row = await ReviewDecision.create(
-            observation_id=obs.id, reviewer_id=user.id, decision=request.decision,
-            is_expert=expert, corrected_taxon_id=corrected_taxon,
-            corrected_phenophase_id=corrected_phase, comment=request.comment,
-            round=item.round, using_db=conn,
+        if obs is not None and not obs.is_deleted:
+            return await _decide(conn, user, request, obs, item, claim=claim)
+        if item is not None:  # deleted since it was queued: clean up, then say so
+            await item.delete(using_db=conn)
+    raise errors.NotFound(f"There is no observation {request.observation_id}.")
+
+
+async def _decide(conn: BaseDBAsyncClient, user: User, request: DecisionRequest,
+                  obs: Observation, item: ReviewQueueItem | None, *,
+                  claim: bool) -> dict[str, Any]:
+    role = await access.project_role(user, obs.project_id)  # type: ignore[attr-defined]
+    if not access.may_review(role):
+        raise errors.PermissionDenied(
+            f"You are not a reviewer in project {obs.project.slug!r}."
         )
-        await audit.record(
-            "review.decided", "observation", obs.id, actor=user, using_db=conn,
-            data={"decision": str(request.decision), "expert": expert, "round": item.round,
-                  "corrected_taxon_id": corrected_taxon,
-                  "corrected_phenophase_id": corrected_phase, "comment": request.comment,
-                  "decision_id": row.id},
+    if obs.user_id == user.id:  # type: ignore[attr-defined]
+        raise errors.PermissionDenied("Nobody reviews their own record.")
+    if item is None:
+        raise errors.NotInQueue(
+            f"Observation {obs.id} is {obs.review_status}, not waiting for review."
         )
-        votes = [
-            Vote(Decision(d.decision), d.is_expert,
-                 d.corrected_taxon_id or obs.taxon_id,  # type: ignore[attr-defined]
-                 d.corrected_phenophase_id or obs.phenophase_id)  # type: ignore[attr-defined]
-            for d in await ReviewDecision.filter(observation_id=obs.id, round=item.round)
-            .using_db(conn).order_by("id")
-        ]
-        result = outcome(votes, obs.project.agreements_required)
-        if result.kind is Kind.SETTLED:
-            assert result.vote is not None
-            await _settle(obs, result.vote, item, user, conn, by_expert=expert)
-        else:
-            item.claimed_by_id = None
-            item.lease_expires_ms = 0
-            if result.kind is Kind.ESCALATED and not item.expert_only:
-                item.expert_only = True
-                await audit.record(
-                    "review.escalated", "observation", obs.id, actor=user, using_db=conn,
-                    data={"round": item.round, "verdicts": sorted({v.verdict()[0] for v in votes})},
-                )
-            await item.save(using_db=conn,
-                            update_fields=["claimed_by_id", "lease_expires_ms", "expert_only"])
-        return {
-            "observation_id": obs.id, "decision": str(request.decision),
-            "outcome": str(result.kind), "review_status": str(obs.review_status),
-            "verified_taxon_id": obs.verified_taxon_id,  # type: ignore[attr-defined]
-            "verified_phenophase_id": obs.verified_phenophase_id,  # type: ignore[attr-defined]
-        }
+    expert = access.is_expert(role)
+    if item.expert_only and not expert:
+        raise errors.PermissionDenied(
+            "Reviewers disagreed on this record: it waits for an expert."
+        )
+    _check_lease(item, user.id, claim=claim)
+    corrected_taxon, corrected_phase = await _corrections(request, obs, conn)
+    if await ReviewDecision.exists(observation_id=obs.id, reviewer_id=user.id,
+                                   round=item.round, using_db=conn):
+        raise errors.Conflict("You have already decided this record in this round.",
+                              code="already_decided")
+    row = await ReviewDecision.create(
+        observation_id=obs.id, reviewer_id=user.id, decision=request.decision,
+        is_expert=expert, corrected_taxon_id=corrected_taxon,
+        corrected_phenophase_id=corrected_phase, comment=request.comment,
+        round=item.round, using_db=conn,
+    )
+    await audit.record(
+        "review.decided", "observation", obs.id, actor=user, using_db=conn,
+        data={"decision": str(request.decision), "expert": expert, "round": item.round,
+              "corrected_taxon_id": corrected_taxon,
+              "corrected_phenophase_id": corrected_phase, "comment": request.comment,
+              "decision_id": row.id},
+    )
+    votes = [
+        Vote(Decision(d.decision), d.is_expert,
+             d.corrected_taxon_id or obs.taxon_id,  # type: ignore[attr-defined]
+             d.corrected_phenophase_id or obs.phenophase_id)  # type: ignore[attr-defined]
+        for d in await ReviewDecision.filter(observation_id=obs.id, round=item.round)
+        .using_db(conn).order_by("id")
+    ]
+    result = outcome(votes, obs.project.agreements_required)
+    if result.kind is Kind.SETTLED:
+        assert result.vote is not None
+        await _settle(obs, result.vote, item, user, conn, by_expert=expert)
+    else:
+        item.claimed_by_id = None
+        item.lease_expires_ms = 0
+        if result.kind is Kind.ESCALATED and not item.expert_only:
+            item.expert_only = True
+            await audit.record(
+                "review.escalated", "observation", obs.id, actor=user, using_db=conn,
+                data={"round": item.round, "verdicts": sorted({v.verdict()[0] for v in votes})},
+            )
+        await item.save(using_db=conn,
+                        update_fields=["claimed_by_id", "lease_expires_ms", "expert_only"])
+    return {
+        "observation_id": obs.id, "decision": str(request.decision),
+        "outcome": str(result.kind), "review_status": str(obs.review_status),
+        "verified_taxon_id": obs.verified_taxon_id,  # type: ignore[attr-defined]
+        "verified_phenophase_id": obs.verified_phenophase_id,  # type: ignore[attr-defined]
+    }
 
 
 def _check_lease(item: ReviewQueueItem, user_id: int, *, claim: bool) -> None:

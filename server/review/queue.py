@@ -88,8 +88,11 @@ def _candidates_sql(sql: Sql, scope: Scope, project_id: int, expert_only: bool,
         "NOT EXISTS (SELECT 1 FROM review_decisions d WHERE d.observation_id = q.observation_id"
         f" AND d.reviewer_id = {sql(me)} AND d.round = q.round)",
         # A deleted record's item is removed lazily, when someone tries to decide it.
-        "NOT EXISTS (SELECT 1 FROM observations o WHERE o.id = q.observation_id"
-        " AND o.is_deleted)",
+        # A scalar subquery, not NOT EXISTS: PostgreSQL would turn that into a hash
+        # anti-join over every observation (150 ms at 1M rows) instead of one
+        # primary-key lookup per candidate.
+        "(SELECT o.is_deleted FROM observations o WHERE o.id = q.observation_id) = "
+        f"{sql(False)}",
     ]
     if flt.taxon_id is not None:
         where.append(f"q.taxon_id = {sql(flt.taxon_id)}")

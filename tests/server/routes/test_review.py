@@ -243,3 +243,15 @@ async def test_an_expired_lease_cannot_decide(client: httpx.AsyncClient) -> None
     # The expired item is back in everyone's queue.
     bram = await make_reviewer(client, world)
     assert [i["id"] for i in (await bram.claim()).json()["items"]] == [obs.id]
+
+
+async def test_a_deleted_record_leaves_the_queue(client: httpx.AsyncClient) -> None:
+    world = await make_world()
+    phone, (gone, kept) = await flagged(client, world, count=2)
+    r = await phone.push({"observations": {"deleted": [gone.id]}})
+    assert r.json()["counts"]["applied"] == 1
+    anna = await make_reviewer(client, world)
+    assert [i["id"] for i in (await anna.claim(limit=5)).json()["items"]] == [kept.id]
+    r = await anna.decide(gone.id)
+    assert r.status_code == 404
+    assert not await ReviewQueueItem.exists(observation_id=gone.id)
