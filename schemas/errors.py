@@ -20,6 +20,9 @@ given here.  Codes are part of the contract: never rename one.
     │   └── OffsetMismatch         offset_mismatch
     ├── Gone (410)                 gone
     ├── PreconditionFailed (412)   unsupported_version
+    │   ├── NotInQueue             not_in_queue
+    │   ├── NotClaimed             not_claimed
+    │   └── LeaseExpired           lease_expired
     ├── PayloadTooLarge (413)      payload_too_large
     ├── UnsupportedMediaType (415) unsupported_media_type
     ├── Locked (423)               locked
@@ -140,6 +143,19 @@ class PreconditionFailed(PhenosyncError):
     status = 412
     code = "unsupported_version"
     default_message = "This protocol version is not supported."
+class NotInQueue(Conflict):
+    code = "not_in_queue"
+    default_message = "This record is not waiting for review."
+
+
+class NotClaimed(Conflict):
+    code = "not_claimed"
+    default_message = "Claim the record before deciding it: POST /api/v1/review/claims."
+
+
+class LeaseExpired(Conflict):
+    code = "lease_expired"
+    default_message = "Your claim on this record has expired: claim it again."
 
 
 class PayloadTooLarge(PhenosyncError):

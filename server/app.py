@@ -33,6 +33,7 @@ from server.middleware import (
     SecurityHeadersMiddleware,
 )
 from server.openapi import document
+from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
 from server.storage import LocalStorage
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *(route(ep) for ep in ENDPOINTS),
         *tus.routes(),
         *media.routes(),
+        *review_pages.routes(settings),
     ]
     app = Starlette(
         routes=routes,

@@ -22,6 +22,7 @@ from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.review import ReviewDecision
 from server.models.sequence import next_seq
 from server.passwords import hash_password_sync
+from server.quality import run_checks
 from server.vocabulary import load_vocabulary
 
 DEMO_PASSWORD = "phenosync-demo"
@@ -125,6 +126,9 @@ async def load_demo(observations: int = 400, seed: int = 2026) -> DemoReport:
             if row.review_status in (ReviewStatus.VERIFIED, ReviewStatus.REJECTED)
         ]
         await ReviewDecision.bulk_create(decisions, batch_size=500, using_db=conn)
+        # This season's records get their quality flags and a place in the review queue.
+        await run_checks([r.id for r in rows if r.review_status in (
+            ReviewStatus.PENDING, ReviewStatus.NEEDS_REVIEW)], conn, edited=False)
     return DemoReport(
         users=len(users), observations=len(rows), taxa=len(taxa), phenophases=len(phases)
     )

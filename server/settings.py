@@ -38,6 +38,7 @@ class Settings:
     upload_expiry_hours: int = 24
     max_image_pixels: int = 60_000_000
     job_workers: int = 2
+    review_lease_minutes: int = 10
 
     @property
     def media_dir(self) -> Path:
@@ -93,6 +94,7 @@ class Settings:
             upload_expiry_hours=config(PREFIX + "UPLOAD_EXPIRY_HOURS", cast=int, default=24),
             max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
             job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
+            review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
         )
 
 
@@ -117,6 +119,7 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "UPLOAD_EXPIRY_HOURS",
         "MAX_IMAGE_PIXELS",
         "JOB_WORKERS",
+        "REVIEW_LEASE_MINUTES",
     )
 )
 

@@ -19,6 +19,7 @@ from server.models.observations import Observation, Photo, QualityFlag
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.sequence import current_seq, next_seq
 from server.photos import photo_record
+from server.quality import run_checks
 from sync.records import format_observed_at
 from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
 
@@ -209,6 +210,12 @@ class OrmSyncStore:
                 await Photo.filter(id=w.id).using_db(self.conn).update(
                     **w.values, updated_seq=w.seq
                 )
+        if table == "observations" and writes:
+            # Quality checks and the review state move with the write, in the
+            # same transaction; server-owned, so they never make a conflict.
+            # The records keep the number of this write.
+            await run_checks([w.id for w in writes], self.conn,
+                             seq={w.id: w.seq for w in writes})
 
     async def _insert(
         self, table: str, user_id: int, device: str | None, writes: list[Write]

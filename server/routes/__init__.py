@@ -1,7 +1,7 @@
 """HTTP routes, one module per resource; ``ENDPOINTS`` lists them all."""
 
 from server.endpoint import Endpoint
-from server.routes import accounts, photos, projects, sync, vocabulary
+from server.routes import accounts, photos, projects, review, sync, vocabulary
 
 ENDPOINTS: list[Endpoint] = [
     *accounts.ENDPOINTS,
@@ -9,4 +9,5 @@ ENDPOINTS: list[Endpoint] = [
     *photos.ENDPOINTS,
     *vocabulary.ENDPOINTS,
     *sync.ENDPOINTS,
+    *review.ENDPOINTS,
 ]

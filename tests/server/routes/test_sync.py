@@ -36,7 +36,8 @@ async def test_first_pull_sends_reference_data_and_own_records_only(
     assert len(created(changes, "phenophases")) >= 15
     record = created(changes)[0]
     assert record["observed_at"] == "2026-02-14T10:30:00+01:00"
-    assert record["review_status"] == "pending" and record["quality_flags"] == "[]"
+    # No flags and the project auto-accepts: the quality checks accepted it at push.
+    assert record["review_status"] == "auto_accepted" and record["quality_flags"] == "[]"
     assert all(isinstance(v, (str, int, float, bool, type(None))) for v in record.values())
 
 
@@ -90,7 +91,7 @@ async def test_server_owned_fields_in_a_push_are_ignored(client: httpx.AsyncClie
     assert (await phone.push({"observations": {"created": [record]}})).json()["counts"][
         "applied"] == 1
     stored = await Observation.get(id=record["id"])
-    assert stored.review_status == "pending"
+    assert stored.review_status == "auto_accepted"  # by the quality checks, not the push
     assert stored.verified_taxon_id is None  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,49 @@
+"""What a quality check is: a stable code, a title and an explanation for
+people, and a function that looks at one observation and may find a problem."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from server.models.observations import Observation
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+@dataclass
+class CheckContext:
+    """Shared by the checks of one run: the connection, the time, caches."""
+
+    conn: BaseDBAsyncClient
+    now: datetime
+    # (taxon id, phenophase id) -> day-of-year sample of verified observations
+    season_samples: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    # Other observations a finding involves (conflicting status): re-checked too.
+    partners: set[str] = field(default_factory=set)
+
+
+Run = Callable[[Observation, CheckContext], Awaitable[Finding | None]]
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    title: str
+    explanation: str
+    # None for checks whose flags another part writes (photo processing).
+    run: Run | None = None
+
+
+def local_time(observation: Observation) -> datetime:
+    """The observer's wall-clock time (observed_at is stored in UTC)."""
+    return observation.observed_at + timedelta(minutes=observation.observed_utc_offset_min)

@@ -1,0 +1,63 @@
+"""``conflicting_status``: the same observer said "yes" and "no" for the same
+taxon and phenophase at the same place on the same (local) day."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from schemas.observation import Status
+from server.models.observations import Observation
+from server.quality.check import Check, CheckContext, Finding, local_time
+
+SAME_PLACE_M = 100.0
+EARTH_RADIUS_M = 6_371_000.0
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+    if obs.status == Status.UNKNOWN:
+        return None
+    day = local_time(obs).date()
+    candidates = await Observation.filter(
+        user_id=obs.user_id,  # type: ignore[attr-defined]
+        taxon_id=obs.taxon_id,  # type: ignore[attr-defined]
+        phenophase_id=obs.phenophase_id,  # type: ignore[attr-defined]
+        observed_at__gte=obs.observed_at - timedelta(days=2),
+        observed_at__lte=obs.observed_at + timedelta(days=2),
+        is_deleted=False,
+    ).exclude(id=obs.id).using_db(ctx.conn)
+    conflicts = [
+        other for other in candidates
+        if other.status not in (obs.status, Status.UNKNOWN)
+        and local_time(other).date() == day
+        and distance_m(obs.latitude, obs.longitude, other.latitude, other.longitude)
+        <= SAME_PLACE_M
+    ]
+    if not conflicts:
+        return None
+    ctx.partners.update(o.id for o in conflicts)
+    return Finding(
+        CHECK.code,
+        f"On {day:%Y-%m-%d} the same observer also reported {conflicts[0].status!s:} for this "
+        f"taxon and phenophase within {SAME_PLACE_M:.0f} m ({len(conflicts)} record(s)): "
+        f"one of the two is probably wrong.",
+        {"conflicting_ids": sorted(o.id for o in conflicts), "date": day.isoformat()},
+    )
+
+
+CHECK = Check(
+    "conflicting_status",
+    "Conflicting status",
+    "The observer reported both 'yes' and 'no' for the same taxon and phenophase at the "
+    "same place on the same day. One of them may be a different plant or a mis-tap; look "
+    "at both records (listed under the observer's recent records).",
+    run,
+)

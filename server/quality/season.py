@@ -1,0 +1,115 @@
+"""``out_of_season``: the day of year is far outside the distribution of
+verified "yes" observations of the same taxon and phenophase.
+
+Robust statistics: the median day and the median absolute deviation (MAD),
+so a few wrong verified records do not move the season.  Days of year are
+circular (a winter phenophase spans New Year): the sample is first rotated
+around its circular mean, then median and MAD are taken on the rotated
+values.  Judged only above ``MIN_SAMPLES`` verified observations.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from schemas.observation import ReviewStatus, Status
+from server.models.observations import Observation
+from server.quality.check import Check, CheckContext, Finding, local_time
+
+MIN_SAMPLES = 20
+# The newest verified observations are the sample (seasons shift over decades).
+MAX_SAMPLES = 2000
+# Robust z-score above which a day is out of season (3.5 is Iglewicz & Hoaglin's).
+THRESHOLD = 3.5
+# A tight sample (MAD of a day or two) must not flag a record a week off.
+MIN_SCALE_DAYS = 7.0
+MAD_TO_SD = 1.4826
+YEAR = 365.25
+
+
+@dataclass(frozen=True)
+class Season:
+    center: float  # day of year, 1..366
+    scale: float  # days (MAD scaled to a standard deviation, at least MIN_SCALE_DAYS)
+    n: int
+
+
+def offset(day: float, reference: float) -> float:
+    """Signed days from ``reference`` to ``day`` the short way round the year."""
+    return (day - reference + YEAR / 2) % YEAR - YEAR / 2
+
+
+def circular_mean(days: list[float]) -> float:
+    angles = [2 * math.pi * d / YEAR for d in days]
+    s = sum(math.sin(a) for a in angles)
+    c = sum(math.cos(a) for a in angles)
+    return (math.atan2(s, c) * YEAR / (2 * math.pi)) % YEAR
+
+
+def season(days: list[float]) -> Season:
+    reference = circular_mean(days)
+    offsets = [offset(d, reference) for d in days]
+    median = statistics.median(offsets)
+    mad = statistics.median(abs(o - median) for o in offsets)
+    return Season((reference + median) % YEAR, max(MAD_TO_SD * mad, MIN_SCALE_DAYS), len(days))
+
+
+def day_of_year(obs: Observation) -> int:
+    return local_time(obs).timetuple().tm_yday
+
+
+async def sample(ctx: CheckContext, taxon_id: int, phenophase_id: int) -> list[float]:
+    key = (taxon_id, phenophase_id)
+    if key not in ctx.season_samples:
+        rows = await Observation.filter(
+            taxon_id=taxon_id, phenophase_id=phenophase_id, status=Status.YES,
+            review_status=ReviewStatus.VERIFIED, is_deleted=False,
+        ).using_db(ctx.conn).order_by("-observed_at").limit(MAX_SAMPLES).values_list(
+            "observed_at", "observed_utc_offset_min", "verified_taxon_id",
+            "verified_phenophase_id",
+        )
+        days = []
+        for observed_at, offset_min, vt, vp in rows:
+            if vt not in (None, taxon_id) or vp not in (None, phenophase_id):
+                continue  # a reviewer moved it to another taxon or phenophase
+            probe = Observation(observed_at=observed_at, observed_utc_offset_min=offset_min)
+            days.append(float(day_of_year(probe)))
+        ctx.season_samples[key] = days
+    return ctx.season_samples[key]
+
+
+async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+    if obs.status != Status.YES:
+        return None  # "not seen" in any season is information, not doubt
+    days = await sample(ctx, obs.taxon_id, obs.phenophase_id)  # type: ignore[attr-defined]
+    if len(days) < MIN_SAMPLES:
+        return None
+    found = season(days)
+    day = day_of_year(obs)
+    off = offset(day, found.center)
+    score = abs(off) / found.scale
+    if score <= THRESHOLD:
+        return None
+    usual = round(found.center) or 366
+    return Finding(
+        CHECK.code,
+        f"Day {day} of the year is {abs(off):.0f} days {'before' if off < 0 else 'after'} the "
+        f"usual day ({usual}) of {obs.phenophase.name.lower()} in "
+        f"{obs.taxon.scientific_name}, learned from {found.n} verified observations "
+        f"({score:.1f} robust standard deviations).",
+        {"day_of_year": day, "usual_day": usual, "scale_days": round(found.scale, 1),
+         "score": round(score, 2), "sample_size": found.n},
+    )
+
+
+CHECK = Check(
+    "out_of_season",
+    "Out of season",
+    "The date is far from when verified observers saw this phenophase in this taxon "
+    f"(median and median absolute deviation of at least {MIN_SAMPLES} verified records). "
+    "Early and late records are valuable when they are right: check the photo and the "
+    "taxon before rejecting.",
+    run,
+)
