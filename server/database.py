@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.context import TortoiseContext
+from tortoise.context import TortoiseContext, _current_context
 from tortoise.migrations.executor import MigrationExecutor
 
 from server.models import MODEL_MODULES
@@ -99,5 +99,12 @@ class DatabaseContextMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        with self.database.context:
+        # Set the context variable per request: TortoiseContext's own ``with``
+        # keeps one reset token on the shared object, so overlapping requests
+        # would reset each other's (ValueError, a 500).  Tortoise 1.1 has no
+        # public per-task API for this.
+        token = _current_context.set(self.database.context)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            _current_context.reset(token)

@@ -1,41 +1,22 @@
+"""The database context per request (server/database.py)."""
+
 from __future__ import annotations
 
 import asyncio
 
-from starlette.applications import Starlette
-from tortoise.migrations.autodetector import MigrationAutodetector
-from tortoise.transactions import in_transaction
+import httpx
 
-from server.database import tortoise_config
-from server.models.sequence import current_seq, next_seq
+from tests.factories import auth, make_user
 
 
-async def test_migrations_are_applied_and_match_the_models(db: Starlette) -> None:
-    database = db.state.database
-    assert await database.pending_migrations() == []
-    # A model change without a migration would show here as pending changes.
-    apps_config = tortoise_config(database.url)["apps"]
-    detector = MigrationAutodetector(database.context.apps, apps_config)
-    assert await detector.changes() == []
-
-
-async def test_sequence_is_strictly_increasing_under_concurrent_writers(db: Starlette) -> None:
-    async def take() -> int:
-        async with in_transaction() as conn:
-            return await next_seq(conn)
-
-    numbers = await asyncio.gather(*(take() for _ in range(40)))
-    assert sorted(numbers) == list(range(1, 41))
-    async with in_transaction() as conn:
-        assert await next_seq(conn, 10) == 50
-    assert await current_seq(db.state.database.connection()) == 50
-
-
-async def test_a_rolled_back_write_does_not_consume_a_visible_number(db: Starlette) -> None:
-    try:
-        async with in_transaction() as conn:
-            await next_seq(conn)
-            raise RuntimeError("crash before commit")
-    except RuntimeError:
-        pass
-    assert await current_seq(db.state.database.connection()) == 0
+async def test_concurrent_requests_each_get_the_database_context(
+    client: httpx.AsyncClient,
+) -> None:
+    # Requests that overlap in one process (uvicorn serves them as concurrent
+    # tasks) must not share the context's reset token: each one restores only
+    # what it set.
+    _, token = await make_user()
+    responses = await asyncio.gather(
+        *(client.get("/api/v1/me", headers=auth(token)) for _ in range(10))
+    )
+    assert [r.status_code for r in responses] == [200] * 10
