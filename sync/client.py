@@ -98,6 +98,11 @@ CREATE TABLE IF NOT EXISTS rejections (
     message TEXT NOT NULL,
     PRIMARY KEY (tbl, id)
 );
+-- The server's version as last pulled: what a record is again after the
+-- server answers "unchanged" (device clocks aside, the same content).
+CREATE TABLE IF NOT EXISTS bases (
+    tbl TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (tbl, id)
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -431,6 +436,7 @@ class SyncClient:
 
     def _remove(self, table: str, rid: str) -> None:
         self._db.execute("DELETE FROM records WHERE tbl = ? AND id = ?", (table, rid))
+        self._db.execute("DELETE FROM bases WHERE tbl = ? AND id = ?", (table, rid))
         self._db.execute("DELETE FROM rejections WHERE tbl = ? AND id = ?", (table, rid))
 
     def _create(self, table: str, data: dict[str, Any]) -> None:
@@ -446,6 +452,8 @@ class SyncClient:
             if row is None or row[1] == DELETED:
                 raise KeyError(f"{table} {rid} is not on this device")
             data, status, changed, rev = row
+            if all(data.get(k) == v for k, v in values.items() if k != "updated_at"):
+                return  # nothing changed: nothing to push
             data.update(values)
             changed |= set(values) & set(client_owned(table))
             self._write(table, data, CREATED if status == CREATED else UPDATED, changed, rev + 1)
@@ -492,6 +500,8 @@ class SyncClient:
         with _transaction(self._db):
             if full_resync:
                 self._db.execute("DELETE FROM records WHERE _status = 'synced'")
+                self._db.execute("DELETE FROM bases WHERE NOT EXISTS (SELECT 1 FROM records r "
+                                 "WHERE r.tbl = bases.tbl AND r.id = bases.id)")
             for table, section in changes.items():
                 if table not in TABLES:
                     continue
@@ -505,6 +515,11 @@ class SyncClient:
         return count
 
     def _apply_remote(self, table: str, raw: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO bases (tbl, id, data) VALUES (?,?,?) "
+            "ON CONFLICT (tbl, id) DO UPDATE SET data = excluded.data",
+            (table, str(raw["id"]), json.dumps(raw, sort_keys=True)),
+        )
         row = self._row(table, str(raw["id"]))
         if row is None or row[1] == SYNCED:
             self._write(table, dict(raw), SYNCED, (), 0 if row is None else row[3])
@@ -533,10 +548,18 @@ class SyncClient:
                             continue  # edited while in flight: push again next time
                         if status == DELETED:
                             self._remove(table, rid)
-                        else:
-                            self._write(table, data, SYNCED, (), rev)
-                            self._db.execute("DELETE FROM rejections WHERE tbl = ? AND id = ?",
-                                             (table, rid))
+                            continue
+                        if outcome == "unchanged":
+                            # The server kept its version, device clocks included: take
+                            # it back (an applied change comes back with the next pull).
+                            base = self._db.execute(
+                                "SELECT data FROM bases WHERE tbl = ? AND id = ?", (table, rid)
+                            ).fetchone()
+                            if base is not None:
+                                data = json.loads(base[0])
+                        self._write(table, data, SYNCED, (), rev)
+                        self._db.execute("DELETE FROM rejections WHERE tbl = ? AND id = ?",
+                                         (table, rid))
                     elif code == "conflict" and item.get("server_record"):
                         report.conflicts += 1
                         if status != DELETED:
