@@ -110,7 +110,9 @@ async def pull(
     for table, row in page:
         bucket = changes[table]
         if row["_deleted"]:
-            if not first and row["_created_seq"] <= after:
+            # Even when created after the cursor: the device may hold it because
+            # it pushed it itself.  A device ignores deletes of ids it never had.
+            if not first:
                 bucket["deleted"].append(row["id"])
             continue
         kind = "created" if first or row["_created_seq"] > after else "updated"
