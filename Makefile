@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check install install-test clean
+.PHONY: serve test check install install-test node-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,21 @@ check: install-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# npm packages of the tests, pinned by each folder's package-lock.json.
+NODE_DIRS := tests/sync/watermelondb
+NODE_STAMPS := $(addsuffix /node_modules/.installed,$(NODE_DIRS))
+
+%/node_modules/.installed: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## node-deps: npm ci where the tests use npm packages (WatermelonDB client test)
+node-deps: $(NODE_STAMPS)
+
 ## test: checks, then the whole suite (SQLite; PostgreSQL too when
 ## PHENOSYNC_TEST_POSTGRES_URL is set)
-test: check
+test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(NODE_DIRS))
