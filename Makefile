@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check install install-test node-deps clean
+.PHONY: serve test check install install-test node-deps bench-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,16 @@ NODE_STAMPS := $(addsuffix /node_modules/.installed,$(NODE_DIRS))
 ## node-deps: npm ci where the tests use npm packages (WatermelonDB client test)
 node-deps: $(NODE_STAMPS)
 
+## bench: the sync benchmark (bench/sync_bench.py; PostgreSQL too when
+## PHENOSYNC_BENCH_POSTGRES_URL or PHENOSYNC_TEST_POSTGRES_URL is set)
+bench-deps: bench/node/node_modules/.installed
+bench: install bench-deps
+	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)
+
 ## test: checks, then the whole suite (SQLite; PostgreSQL too when
 ## PHENOSYNC_TEST_POSTGRES_URL is set)
 test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(NODE_DIRS))
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(NODE_DIRS)) bench/node/node_modules
