@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.transactions import in_transaction
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,8 @@ class World:
 
 
 async def _prepare(url: str, users: tuple[str, ...]) -> World:
+    # Tortoise caches INSERT statements per connection name, not per dialect.
+    EXECUTOR_CACHE.clear()
     database = Database(url)
     await database.open()
     try:
