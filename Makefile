@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check install install-test node-deps clean
+.PHONY: serve test check install install-test node-deps bench-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,22 @@ check: install-test
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# tus-js-client for the real-client tests, pinned by tests/node/package-lock.json.
-tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
-	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+# npm packages of the tests, pinned by each folder's package-lock.json.
+NODE_DIRS := tests/node tests/sync/watermelondb
+NODE_STAMPS := $(addsuffix /node_modules/.installed,$(NODE_DIRS))
+
+%/node_modules/.installed: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-node-deps: tests/node/node_modules/.installed
+## node-deps: npm ci where the tests use npm packages (tus-js-client, WatermelonDB)
+node-deps: $(NODE_STAMPS)
+
+## bench: the sync benchmark (bench/sync_bench.py; PostgreSQL too when
+## PHENOSYNC_BENCH_POSTGRES_URL or PHENOSYNC_TEST_POSTGRES_URL is set)
+bench-deps: bench/node/node_modules/.installed
+bench: install bench-deps
+	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)
 
 ## test: checks, then the whole suite (SQLite; PostgreSQL too when
 ## PHENOSYNC_TEST_POSTGRES_URL is set)
@@ -45,4 +55,4 @@ test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/node/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(addsuffix /node_modules,$(NODE_DIRS)) bench/node/node_modules

@@ -208,7 +208,7 @@ class OrmSyncStore:
                 await obs.save(using_db=self.conn)
             else:
                 await Photo.filter(id=w.id).using_db(self.conn).update(
-                    **w.values, updated_seq=w.seq
+                    **w.values, updated_seq=w.seq, client_changed_device=device
                 )
         if table == "observations" and writes:
             # Quality checks and the review state move with the write, in the
@@ -234,7 +234,7 @@ class OrmSyncStore:
                            client_changed_seq=w.seq, client_changed_device=device,
                            verified_taxon_id=None, verified_phenophase_id=None)
             else:
-                row.update(upload_state="pending")
+                row.update(upload_state="pending", client_changed_device=device)
                 for key in ("client_created_at", "client_updated_at"):
                     row.pop(key, None)
             rows.append(row)
@@ -304,6 +304,7 @@ class OrmSyncStore:
                 "_seq": int(r["updated_seq"]),
                 "_created_seq": int(r["created_seq"]),
                 "_deleted": bool(r["is_deleted"]),
+                "_device": r["client_changed_device"],
             })
         return out
 
@@ -355,6 +356,7 @@ class OrmSyncStore:
                 "_seq": row.updated_seq,
                 "_created_seq": row.created_seq,
                 "_deleted": row.is_deleted,
+                "_device": getattr(row, "client_changed_device", None),
             }
             for row, record in wire
         ]

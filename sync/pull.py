@@ -22,7 +22,7 @@ from schemas.sync import (
 )
 from sync.store import PullStore
 
-META = ("_seq", "_created_seq", "_deleted")
+META = ("_seq", "_created_seq", "_deleted", "_device")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,12 @@ async def pull(
     schema_version: int,
     limit: int,
     migration: Migration | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
+    """A page of changes.  ``device`` (the X-Device-Id of the pull) lets the
+    server send the device's own pushes back as ``updated``: it holds them
+    already, and WatermelonDB recreates a record that comes back as
+    ``created`` after the device deleted it locally (losing the delete)."""
     check_schema_version(schema_version)
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     horizon = await store.horizon()
@@ -98,8 +103,9 @@ async def pull(
         # Never cut between rows of one sequence number: the next page starts
         # after the cursor, and would skip the rest of them.
         last = page[-1][1]["_seq"]
-        whole = [tr for tr in page if tr[1]["_seq"] != last]
-        page = whole or [tr for tr in rows if tr[1]["_seq"] == last]
+        if rows[limit][1]["_seq"] == last:
+            whole = [tr for tr in page if tr[1]["_seq"] != last]
+            page = whole or [tr for tr in rows if tr[1]["_seq"] == last]
         timestamp = page[-1][1]["_seq"]
     else:
         timestamp = max(snapshot, after)
@@ -115,7 +121,8 @@ async def pull(
             if not first:
                 bucket["deleted"].append(row["id"])
             continue
-        kind = "created" if first or row["_created_seq"] > after else "updated"
+        echo = device is not None and row.get("_device") == device
+        kind = "created" if first or (row["_created_seq"] > after and not echo) else "updated"
         bucket[kind].append({k: v for k, v in row.items() if k not in META})
 
     if migration is not None and not first:

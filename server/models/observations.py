@@ -92,6 +92,8 @@ class Photo(Synced, Model):
     # What the client says the content hash is (checked on completion).
     declared_sha256 = fields.CharField(max_length=64, null=True)
     license = fields.CharField(max_length=32, default=DEFAULT_LICENSE)
+    # The device that pushed the record last: its own pushes pull back as "updated".
+    client_changed_device = fields.CharField(max_length=64, null=True)
     # --- server-owned ---------------------------------------------------
     upload_state = fields.CharEnumField(UploadState, max_length=16, default=UploadState.PENDING)
     sha256 = fields.CharField(max_length=64, null=True, db_index=True)

@@ -48,3 +48,22 @@ async def current_seq(connection: BaseDBAsyncClient) -> int:
         f"SELECT value FROM sync_counter WHERE id = {COUNTER_ID}"
     )
     return int(rows[0]["value"]) if rows else 0
+
+
+async def lock_writers(connection: BaseDBAsyncClient) -> None:
+    """Take the counter's row lock now, for the rest of the transaction.
+
+    A sync push reads records, decides (conflict? replay?) and then writes.
+    On PostgreSQL two pushes could otherwise both read the old version and
+    the second would overwrite the first without a conflict (or both create
+    the same id).  Holding the counter lock from the start serialises writers,
+    as SQLite does anyway.  Call first thing in the transaction.
+    """
+    if connection.capabilities.dialect != "postgres":
+        return
+    await connection.execute_query(
+        f"INSERT INTO sync_counter (id, value) VALUES ({COUNTER_ID}, 0) ON CONFLICT (id) DO NOTHING"
+    )
+    await connection.execute_query(
+        f"SELECT value FROM sync_counter WHERE id = {COUNTER_ID} FOR UPDATE"
+    )

@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 from schemas import errors
 from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
 from server.endpoint import Access, Call, Endpoint
+from server.models.sequence import lock_writers
 from server.sync_store import OrmSyncStore
 from sync.pull import parse_migration, pull
 from sync.push import push
@@ -51,7 +52,7 @@ async def pull_changes(call: Call) -> Response:
             OrmSyncStore(conn), user_id=user.id, last_pulled_at=last_pulled_at,
             schema_version=SCHEMA_VERSION if schema_version is None else schema_version,
             limit=limit or DEFAULT_PAGE_SIZE,
-            migration=migration,
+            migration=migration, device=call.request.headers.get("x-device-id") or None,
         )
     return JSONResponse(body)
 
@@ -72,6 +73,7 @@ async def push_changes(call: Call) -> Response:
     if device is not None and len(device) > 64:
         raise errors.InvalidParameter("X-Device-Id may be at most 64 characters.")
     async with in_transaction() as conn:
+        await lock_writers(conn)
         result = await push(
             OrmSyncStore(conn), user_id=user.id, device=device, last_pulled_at=last_pulled_at,
             changes=changes, now=datetime.now(UTC),

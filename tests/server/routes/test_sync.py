@@ -246,9 +246,10 @@ async def test_pages_are_consistent_prefixes(client: httpx.AsyncClient) -> None:
         body = await tablet.pull(limit=7)
         cursors.append(body["timestamp"])
         seen += [o["id"] for o in body["changes"]["observations"]["created"]]
-        assert sum(len(s["created"]) for s in body["changes"].values()) <= 7
+        size = sum(len(s["created"]) for s in body["changes"].values())
         if not body["has_more"]:
             break
+        assert size == 7, "a page is cut short only between rows of one sequence number"
     assert cursors == sorted(cursors)
     assert sorted(seen) == sorted(r["id"] for r in records) and len(seen) == len(set(seen))
 
@@ -362,3 +363,45 @@ async def test_a_processed_photo_syncs_back_with_derivatives_and_exif(
     assert set(json.loads(synced["derivatives"])) == {"320", "1024", "2048"}
     assert abs(synced["exif_latitude"] - 51.9634) < 1e-3
     assert isinstance(json.loads(synced["exif"]), dict)
+
+
+async def test_a_devices_own_pushes_come_back_as_updated(client: httpx.AsyncClient) -> None:
+    world = await make_world()
+    phone = await make_device(client, world)
+    tablet = await make_device(client, world)
+    tablet.token = phone.token
+    await phone.pull_all()
+    await tablet.pull_all()
+    record = observation(world)
+    await phone.push({"observations": {"created": [record]}})
+
+    async def pull_as(device: object, device_id: str) -> dict[str, list[object]]:
+        r = await client.get("/api/v1/sync/pull", params={"last_pulled_at": str(
+            device.cursor)}, headers={**auth(phone.token), "X-Device-Id": device_id})  # type: ignore[attr-defined]
+        return r.json()["changes"]["observations"]  # type: ignore[no-any-return]
+
+    own = await pull_as(phone, phone.device_id)
+    other = await pull_as(tablet, tablet.device_id)
+    assert [o["id"] for o in own["updated"]] == [record["id"]] and own["created"] == []  # type: ignore[index]
+    assert [o["id"] for o in other["created"]] == [record["id"]]  # type: ignore[index]
+
+
+async def test_concurrent_edits_from_two_devices_give_one_conflict_not_a_lost_update(
+    client: httpx.AsyncClient,
+) -> None:
+    import asyncio
+
+    world = await make_world()
+    devices = [await make_device(client, world) for _ in range(6)]
+    for device in devices[1:]:
+        device.token = devices[0].token
+    record = observation(world)
+    await devices[0].push({"observations": {"created": [record]}})
+    for device in devices:
+        await device.pull_all()
+    responses = await asyncio.gather(*(
+        device.push({"observations": {"updated": [{**record, "notes": f"device {i}"}]}})
+        for i, device in enumerate(devices)
+    ))
+    statuses = sorted(r.json()["results"]["observations"][0]["status"] for r in responses)
+    assert statuses == ["applied"] + ["rejected"] * 5
