@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server import datasets
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *(route(ep) for ep in ENDPOINTS),
+        *datasets.ROUTES,
     ]
     app = Starlette(
         routes=routes,

@@ -28,6 +28,11 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     token_ttl_days: int = 365
     log_level: str = "info"
+    # Open-data releases: grid cell (degrees) that obscured records and
+    # sensitive taxa are snapped to, and the public address of this server
+    # (for absolute URLs in releases; empty means relative URLs).
+    grid_degrees: float = 0.1
+    public_url: str = ""
 
     @property
     def media_dir(self) -> Path:
@@ -62,6 +67,8 @@ class Settings:
             max_body_bytes=config(PREFIX + "MAX_BODY_BYTES", cast=int, default=4 * 1024 * 1024),
             token_ttl_days=config(PREFIX + "TOKEN_TTL_DAYS", cast=int, default=365),
             log_level=config(PREFIX + "LOG_LEVEL", cast=str, default="info"),
+            grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
+            public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
         )
 
 
@@ -77,6 +84,8 @@ ENVIRONMENT_VARIABLES = tuple(
         "MAX_BODY_BYTES",
         "TOKEN_TTL_DAYS",
         "LOG_LEVEL",
+        "GRID_DEGREES",
+        "PUBLIC_URL",
     )
 )
 

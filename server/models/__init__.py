@@ -12,4 +12,5 @@ MODEL_MODULES = [
     "server.models.observations",
     "server.models.review",
     "server.models.audit",
+    "server.models.releases",
 ]
