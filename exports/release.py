@@ -117,39 +117,36 @@ async def build_release(
         schema.PHENOMETRICS.empty_table()
     )
     counts["phenometrics"] = phenometrics.num_rows
-    with TableWriter(data / "phenometrics.parquet", schema.PHENOMETRICS, kv) as w:
-        for batch in phenometrics.to_batches():
-            w.write(batch)
+    _write_csv(target / "phenometrics.csv", phenometrics)
     resources.append(metadata.resource(
-        "phenometrics", "phenometrics", "data/phenometrics.parquet", "parquet",
-        phenometrics.num_rows,
+        "phenometrics", "phenometrics", "phenometrics.csv", "csv", phenometrics.num_rows,
     ))
     progress("phenometrics", 0)
 
     # Media.
-    with TableWriter(data / "media.parquet", schema.MEDIA, kv) as media_writer:
+    with TableWriter(target / "media.parquet", schema.MEDIA, kv) as media_writer:
         async for photos in source.photos():
             batch = _media_batch(photos, privacy, media_base)
             await asyncio.to_thread(media_writer.write, batch)
             counts["media"] += batch.num_rows
     resources.append(metadata.resource(
-        "media", "media", "data/media.parquet", "parquet", counts["media"]
+        "media", "media", "media.parquet", "parquet", counts["media"]
     ))
     progress("media", 0)
 
     # Vocabularies.
-    _write_csv(data / "taxa.csv", pa.Table.from_pylist([
+    _write_csv(target / "taxa.csv", pa.Table.from_pylist([
         {"scientificName": t.scientific_name, "taxonRank": t.rank,
          "vernacularNameNL": t.vernacular_nl or None, "vernacularNameEN": t.vernacular_en or None,
          "group": t.group, "sensitive": t.sensitive} for t in taxa
     ], schema=schema.arrow_schema("taxa")))
-    _write_csv(data / "phenophases.csv", pa.Table.from_pylist([
+    _write_csv(target / "phenophases.csv", pa.Table.from_pylist([
         {"phenophaseID": p.code, "phenophase": p.name, "definition": p.definition,
          "ppoIRI": p.ppo_iri, "groups": "|".join(p.groups)} for p in phases
     ], schema=schema.arrow_schema("phenophases")))
-    resources.append(metadata.resource("taxa", "taxa", "data/taxa.csv", "csv", len(taxa)))
+    resources.append(metadata.resource("taxa", "taxa", "taxa.csv", "csv", len(taxa)))
     resources.append(metadata.resource(
-        "phenophases", "phenophases", "data/phenophases.csv", "csv", len(phases)
+        "phenophases", "phenophases", "phenophases.csv", "csv", len(phases)
     ))
 
     # Retracted since the previous release.
@@ -176,10 +173,10 @@ async def build_release(
 
     # Descriptions, then the checksums of everything.
     files = [(f"data/observations-{y}.parquet", f"observations of {y}") for y in years] + [
-        ("data/media.parquet", "photos: derivative URLs, license, rights holder"),
-        ("data/taxa.csv", "taxa"),
-        ("data/phenophases.csv", "phenophases with definitions and PPO IRIs"),
-        ("data/phenometrics.parquet", "site phenometrics (first yes, last yes, prior no)"),
+        ("media.parquet", "photos: derivative URLs, license, rights holder"),
+        ("taxa.csv", "taxa"),
+        ("phenophases.csv", "phenophases with definitions and PPO IRIs"),
+        ("phenometrics.csv", "site phenometrics (first yes, last yes, prior no)"),
         ("retracted.csv", "occurrenceIDs withdrawn since the previous release"),
         ("dwca.zip", "Darwin Core Archive: occurrence core + MeasurementOrFact"),
         ("datapackage.json", "Frictionless Data Package (v2), a Table Schema per resource"),

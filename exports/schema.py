@@ -35,3 +35,4 @@ def arrow_schema(table: str) -> pa.Schema:
 OBSERVATIONS = arrow_schema("observations")
 MEDIA = arrow_schema("media")
 PHENOMETRICS = arrow_schema("phenometrics")
+

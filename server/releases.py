@@ -74,6 +74,11 @@ async def plan_version(settings: Settings, requested: str | None) -> tuple[str, 
         if added:
             notes.append(f"{table}: added columns {', '.join(added)}.")
     before = previous.version if previous else None
+    if requested and await Release.exists(version=requested):
+        raise errors.AlreadyExists(
+            f"Release {requested} exists already and releases never change: choose another "
+            "version, or leave it out to take the next one."
+        )
     try:
         version = check_requested(requested, before, change) if requested else (
             next_version(before, change)
