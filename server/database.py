@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from tortoise import context as tortoise_context
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
@@ -99,5 +100,11 @@ class DatabaseContextMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        with self.database.context:
+        # Not ``with self.database.context``: the context object keeps one
+        # reset token, which concurrent requests would overwrite ("created in
+        # a different Context").  Each request keeps its own token.
+        token = tortoise_context._current_context.set(self.database.context)
+        try:
             await self.app(scope, receive, send)
+        finally:
+            tortoise_context._current_context.reset(token)
