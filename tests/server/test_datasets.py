@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from email.utils import parsedate_to_datetime
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import duckdb
@@ -72,8 +72,10 @@ async def server_url(db: Starlette) -> AsyncIterator[str]:
     config = uvicorn.Config(db, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
+    for _ in range(500):  # bounded: at most 5 s
+        if server.started:
+            break
+        await asyncio.sleep(0.01)  # noqa: ASYNC110 - uvicorn offers a flag, not an event
     port = server.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
