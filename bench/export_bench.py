@@ -180,6 +180,7 @@ def generate(ref: dict[str, Any], count: int, seed: int) -> list[tuple[Any, ...]
             round(lat + rng.gauss(0, 0.0002), 6), round(lon + rng.gauss(0, 0.0002), 6), 10.0,
             rng.choice(("open", "open", "open", "obscured", "private")), "", "CC-BY-4.0",
             rng.choice(("auto_accepted", "verified", "pending", "rejected")), 0, now, now,
+            0, 0, False, 0, 0,
         ))
     return rows
 
@@ -187,7 +188,8 @@ def generate(ref: dict[str, Any], count: int, seed: int) -> list[tuple[Any, ...]
 COLUMNS = ("id", "user_id", "project_id", "taxon_id", "phenophase_id", "status", "intensity",
            "observed_at", "observed_utc_offset_min", "latitude", "longitude",
            "coordinate_uncertainty_m", "geoprivacy", "notes", "license", "review_status",
-           "flag_count", "server_created_at", "server_updated_at")
+           "flag_count", "server_created_at", "server_updated_at", "created_seq", "updated_seq",
+           "is_deleted", "client_revision", "client_changed_seq")
 
 
 async def insert(url: str, ref: dict[str, Any], count: int, seed: int) -> None:
@@ -202,7 +204,7 @@ async def insert(url: str, ref: dict[str, Any], count: int, seed: int) -> None:
                 f"INSERT INTO observations ({', '.join(COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(COLUMNS))})",
                 [(*r[:7], r[7].isoformat(sep=" "), *r[8:17], r[17].isoformat(sep=" "),
-                  r[18].isoformat(sep=" ")) for r in rows],
+                  r[18].isoformat(sep=" "), *r[19:]) for r in rows],
             )
             con.commit()
             con.close()

@@ -12,79 +12,69 @@ the state kept is one small record per group, not per observation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from exports import schema
 
-
-@dataclass
-class _Group:
-    first_yes: int | None = None
-    last_yes: int | None = None
-    yes_count: int = 0
-    prior_no: int | None = None  # latest "no" before the first "yes"
-    next_no: int | None = None  # first "no" after the latest "yes"
+# State per group, as a list for speed: first yes, last yes, yes count, the
+# latest "no" before the first "yes", the first "no" after the latest "yes".
+FIRST, LAST, COUNT, PRIOR, NEXT = range(5)
 
 
 class Phenometrics:
+    """Accumulates one year at a time (``finish_year`` between years)."""
+
     def __init__(self) -> None:
-        self._groups: dict[tuple[str, str, str, int], _Group] = {}
-        self._sites: dict[str, tuple[float, float]] = {}
+        self._groups: dict[tuple[float, float, str, str], list[int | None]] = {}
+        self._year: int | None = None
 
     def add(self, batch: pa.RecordBatch) -> None:
-        cols = batch.select(
-            ["decimalLatitude", "decimalLongitude", "scientificName", "phenophaseID", "year",
-             "startDayOfYear", "phenophaseStatus"]
-        ).to_pydict()
+        keep = pc.and_(
+            pc.and_(pc.is_valid(batch["decimalLatitude"]), pc.is_valid(batch["decimalLongitude"])),
+            pc.not_equal(batch["phenophaseStatus"], "unknown"),
+        )
+        batch = batch.filter(keep)
+        if not batch.num_rows:
+            return
+        self._year = batch["year"][0].as_py()
+        lat = pc.round(batch["decimalLatitude"], 3).to_pylist()
+        lon = pc.round(batch["decimalLongitude"], 3).to_pylist()
+        yes = pc.equal(batch["phenophaseStatus"], "yes").to_pylist()
         groups = self._groups
-        for lat, lon, name, phase, year, doy, status in zip(*cols.values(), strict=True):
-            if lat is None or lon is None or status == "unknown":
-                continue
-            site = f"{lat:.3f},{lon:.3f}"
-            key = (site, name, phase, year)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = _Group()
-                self._sites.setdefault(site, (round(lat, 3), round(lon, 3)))
-            if status == "yes":
-                if group.first_yes is None:
-                    group.first_yes = doy
-                group.last_yes = doy
-                group.yes_count += 1
-                group.next_no = None
-            elif group.first_yes is None:
-                group.prior_no = doy
-            elif group.next_no is None:
-                group.next_no = doy
-
-    def table(self) -> pa.Table:
-        rows = []
-        for (site, name, phase, year), g in sorted(self._groups.items()):
-            if g.first_yes is None or g.last_yes is None:
-                continue
-            lat, lon = self._sites[site]
-            rows.append({
-                "siteID": site,
-                "decimalLatitude": lat,
-                "decimalLongitude": lon,
-                "scientificName": name,
-                "phenophaseID": phase,
-                "year": year,
-                "firstYesDayOfYear": g.first_yes,
-                "lastYesDayOfYear": g.last_yes,
-                "numYesRecords": g.yes_count,
-                "numDaysSincePriorNo": (
-                    g.first_yes - g.prior_no if g.prior_no is not None else None
-                ),
-                "numDaysUntilNextNo": g.next_no - g.last_yes if g.next_no is not None else None,
-            })
-        return pa.Table.from_pylist(rows, schema=schema.PHENOMETRICS)
+        for key, is_yes, doy in zip(
+            zip(lat, lon, batch["scientificName"].to_pylist(),
+                batch["phenophaseID"].to_pylist(), strict=True),
+            yes, batch["startDayOfYear"].to_pylist(), strict=True,
+        ):
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [None, None, 0, None, None]
+            if is_yes:
+                if g[FIRST] is None:
+                    g[FIRST] = doy
+                g[LAST] = doy
+                g[COUNT] += 1  # type: ignore[operator]
+                g[NEXT] = None
+            elif g[FIRST] is None:
+                g[PRIOR] = doy
+            elif g[NEXT] is None:
+                g[NEXT] = doy
 
     def finish_year(self) -> pa.Table:
         """The finished year's rows; the state is cleared (years are independent)."""
-        done = self.table()
+        rows = []
+        for (lat, lon, name, phase), g in sorted(self._groups.items()):
+            first, last, count, prior, following = g
+            if first is None or last is None:
+                continue
+            rows.append({
+                "siteID": f"{lat:.3f},{lon:.3f}", "decimalLatitude": lat,
+                "decimalLongitude": lon, "scientificName": name, "phenophaseID": phase,
+                "year": self._year, "firstYesDayOfYear": first, "lastYesDayOfYear": last,
+                "numYesRecords": count,
+                "numDaysSincePriorNo": first - prior if prior is not None else None,
+                "numDaysUntilNextNo": following - last if following is not None else None,
+            })
         self._groups.clear()
-        self._sites.clear()
-        return done
+        return pa.Table.from_pylist(rows, schema=schema.PHENOMETRICS)

@@ -10,11 +10,12 @@ responsive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -29,6 +30,7 @@ from exports.privacy import Privacy
 from exports.source import PhotoRow, ReleaseSource
 from schemas.dataset import SCHEMA_VERSION
 
+T = TypeVar("T")
 #: ``progress(stage, rows_done)``: called as work advances (rows since last call).
 Progress = Callable[[str, int], None]
 #: Licenses under which a photo may be listed in an open release.
@@ -44,6 +46,34 @@ class ReleaseSummary:
     years: list[int]
     files: list[dict[str, Any]] = field(default_factory=list)
     sha256sums: str = ""
+
+
+async def _prefetch(batches: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+    """Read the next batches while the current one is transformed and written:
+    the database and the writer work at the same time, and at most ``depth``
+    batches wait in memory."""
+    queue: asyncio.Queue[tuple[T | None, bool]] = asyncio.Queue(maxsize=depth)
+
+    async def produce() -> None:
+        try:
+            async for batch in batches:
+                await queue.put((batch, False))
+        finally:
+            await queue.put((None, True))
+
+    task = asyncio.create_task(produce())
+    try:
+        while True:
+            batch, done = await queue.get()
+            if done:
+                break
+            yield batch  # type: ignore[misc]
+        await task  # re-raises a failed read
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _quiet(stage: str, rows: int) -> None:
@@ -101,7 +131,7 @@ async def build_release(
             return batch.num_rows
 
         try:
-            async for rows in source.observations(year):
+            async for rows in _prefetch(source.observations(year)):
                 written = await asyncio.to_thread(step, rows)
                 progress("observations", len(rows["id"]))
                 counts["observations"] += written

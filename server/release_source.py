@@ -91,8 +91,10 @@ class DatabaseReleaseSource:
         )
         after = (
             f"SELECT {_COLUMNS} FROM observations o JOIN projects p ON p.id = o.project_id "
+            # The lower bound is the last row's instant, so each page is an
+            # index range scan from where the previous one stopped.
             f"WHERE {PUBLISHED} AND o.observed_at >= {p(1)} AND o.observed_at < {p(2)} "
-            f"AND (o.observed_at > {p(3)} OR (o.observed_at = {p(4)} AND o.id > {p(5)})) "
+            f"AND (o.observed_at > {p(3)} OR o.id > {p(4)}) "
             f"ORDER BY o.observed_at, o.id LIMIT {int(self.page_rows)}"
         )
         carry: list[Any] = []
@@ -114,7 +116,7 @@ class DatabaseReleaseSource:
                 yield await self._batch(rows)
             if not full:
                 break
-            page = await self._rows(after, [start, end, last[7], last[7], last[0]])
+            page = await self._rows(after, [last[7], end, last[7], last[0]])
         if carry:
             yield await self._batch(carry)
 
