@@ -9,6 +9,7 @@ and memory is bounded by the page size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,8 +146,6 @@ class DatabaseReleaseSource:
         return [TaxonRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
 
     async def phenophases(self) -> list[PhenophaseRow]:
-        import json
-
         rows = await self._rows(
             "SELECT id, code, name, definition, ppo_iri, groups FROM phenophases ORDER BY code"
         )

@@ -18,3 +18,12 @@ def test_every_endpoint_is_in_the_api_docs() -> None:
 def test_readme_gives_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make serve" in readme and "make test" in readme
+
+
+def test_every_release_table_is_in_the_datasets_docs() -> None:
+    from schemas.dataset import TABLES
+
+    doc = (ROOT / "docs" / "datasets.md").read_text()
+    for table in TABLES:
+        assert table in doc, f"table {table} not in docs/datasets.md"
+    assert "phenosync publish" in (ROOT / "README.md").read_text()
