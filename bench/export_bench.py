@@ -145,11 +145,15 @@ def run_child(kind: str, *args: str) -> dict[str, Any]:
 
 async def prepare(url: str) -> dict[str, Any]:
     """Migrate, load the vocabulary, one project and 200 observers."""
+    # Tortoise caches INSERT statements per connection name, not per dialect.
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
     from server.database import Database
     from server.models.accounts import User
     from server.models.reference import Phenophase, Project, Taxon
     from server.vocabulary import load_vocabulary
 
+    EXECUTOR_CACHE.clear()
     database = Database(url)
     await database.open()
     with database.context:
