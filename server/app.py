@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import jobs, photos, uploads
+from server import datasets, jobs, photos, uploads
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *tus.routes(),
         *media.routes(),
         *review_pages.routes(settings),
+        *datasets.ROUTES,
     ]
     app = Starlette(
         routes=routes,

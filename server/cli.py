@@ -261,6 +261,44 @@ def load_vocabulary_command(settings: Settings) -> None:
     click.echo(f"{r.created} created, {r.updated} updated, {r.unchanged} unchanged.")
 
 
+@main.command()
+@click.option("--version", "version", default=None, metavar="X.Y.Z",
+              help="Version of the release (default: the next minor, or major after a "
+                   "removed column).")
+@click.pass_obj
+def publish(settings: Settings, version: str | None) -> None:
+    """Publish an open-data release under the data dir's releases/ folder."""
+    from schemas import errors
+    from server.release_source import DatabaseReleaseSource
+    from server.releases import publish as publish_release
+
+    async def work(db: Database) -> Any:
+        await db.migrate()
+        total = await DatabaseReleaseSource(db.connection(), db.dialect).count()
+        with click.progressbar(length=total, label="Observations", file=sys.stderr,
+                               show_pos=True) as bar:
+
+            def progress(stage: str, rows: int) -> None:
+                if stage == "observations":
+                    bar.update(rows)
+                else:
+                    bar.label = stage.capitalize()
+                    bar.render_progress()
+
+            try:
+                return await publish_release(settings, db, version=version, progress=progress)
+            except errors.PhenosyncError as exc:
+                raise click.ClickException(exc.message) from None
+
+    release = run_with_database(settings, work)
+    click.echo(
+        f"Published release {release.version}: {release.observation_count} observations, "
+        f"{release.media_count} photos, {release.retracted_count} retracted, in "
+        f"{settings.releases_dir / release.path}"
+    )
+    click.echo(f"SHA-256 of SHA256SUMS: {release.sha256}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 

@@ -39,6 +39,11 @@ class Settings:
     max_image_pixels: int = 60_000_000
     job_workers: int = 2
     review_lease_minutes: int = 10
+    # Open-data releases: grid cell (degrees) that obscured records and
+    # sensitive taxa are snapped to, and the public address of this server
+    # (for absolute URLs in releases; empty means relative URLs).
+    grid_degrees: float = 0.1
+    public_url: str = ""
 
     @property
     def media_dir(self) -> Path:
@@ -95,6 +100,8 @@ class Settings:
             max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
             job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
             review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
+            grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
+            public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
         )
 
 
@@ -120,6 +127,8 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "MAX_IMAGE_PIXELS",
         "JOB_WORKERS",
         "REVIEW_LEASE_MINUTES",
+        "GRID_DEGREES",
+        "PUBLIC_URL",
     )
 )
 

@@ -30,3 +30,10 @@ def test_sync_protocol_doc_covers_every_column_and_rejection_code() -> None:
             assert f"`{column.name}`" in doc, f"{table}.{column.name} is not documented"
     for code in Rejection:
         assert f"`{code}`" in doc, f"rejection code {code} is not documented"
+def test_every_release_table_is_in_the_datasets_docs() -> None:
+    from schemas.dataset import TABLES
+
+    doc = (ROOT / "docs" / "datasets.md").read_text()
+    for table in TABLES:
+        assert table in doc, f"table {table} not in docs/datasets.md"
+    assert "phenosync publish" in (ROOT / "README.md").read_text()

@@ -15,4 +15,5 @@ MODEL_MODULES = [
     "server.models.throttle",
     "server.models.uploads",
     "server.models.jobs",
+    "server.models.releases",
 ]

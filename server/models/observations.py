@@ -76,6 +76,8 @@ class Observation(Synced, Model):
             ("user_id", "updated_seq"),
             ("project_id", "review_status", "flag_count"),
             ("taxon_id", "phenophase_id", "observed_at"),
+            # Releases read observations in time order, page by page.
+            ("observed_at", "id"),
         )
 
 

@@ -1,7 +1,7 @@
 """HTTP routes, one module per resource; ``ENDPOINTS`` lists them all."""
 
 from server.endpoint import Endpoint
-from server.routes import accounts, photos, projects, review, sync, vocabulary
+from server.routes import accounts, datasets, photos, projects, review, sync, vocabulary
 
 ENDPOINTS: list[Endpoint] = [
     *accounts.ENDPOINTS,
@@ -10,4 +10,5 @@ ENDPOINTS: list[Endpoint] = [
     *vocabulary.ENDPOINTS,
     *sync.ENDPOINTS,
     *review.ENDPOINTS,
+    *datasets.ENDPOINTS,
 ]

@@ -59,3 +59,32 @@ async def test_migrate_reports_an_up_to_date_database(db: Starlette) -> None:
     done = phenosync(db, "migrate")
     assert done.returncode == 0, done.stderr
     assert "0 migration(s) applied" in done.stdout
+
+
+async def test_publish_writes_a_release_and_refuses_to_overwrite_it(db: Starlette) -> None:
+    import shutil
+
+    from tests.factories import make_user
+    from tests.factories_observations import make_observation, make_phenophase, make_taxon
+
+    releases = db.state.settings.releases_dir
+    shutil.rmtree(releases, ignore_errors=True)
+    project = await make_project()
+    user, _ = await make_user(project=project)
+    taxon, phase = await make_taxon(), await make_phenophase()
+    for _ in range(3):
+        await make_observation(user, project, taxon, phase)
+    try:
+        done = phenosync(db, "publish", "--version", "2.1.0")
+        assert done.returncode == 0, done.stderr
+        assert "Published release 2.1.0: 3 observations" in done.stdout
+        assert "Observations" in done.stderr  # the progress bar
+        assert (releases / "2.1.0" / "SHA256SUMS").exists()
+        again = phenosync(db, "publish", "--version", "2.1.0")
+        assert again.returncode != 0 and "exists already" in again.stderr
+        bad = phenosync(db, "publish", "--version", "two")
+        assert bad.returncode != 0 and "MAJOR.MINOR.PATCH" in bad.stderr
+        following = phenosync(db, "publish")
+        assert following.returncode == 0 and "release 2.2.0" in following.stdout
+    finally:
+        shutil.rmtree(releases, ignore_errors=True)

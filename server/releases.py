@@ -1,0 +1,165 @@
+"""Publishing a release: pick the version, build it in a temporary folder
+beside the releases, move it into place in one rename, record it.
+
+A failed publish leaves nothing behind but its temporary folder's removal; a
+release folder never changes after the rename (its files are made read-only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from exports import metadata
+from exports.privacy import Privacy
+from exports.release import Progress, build_release
+from exports.version import VersionError, check_requested, next_version, schema_change
+from schemas import errors
+from schemas.dataset import SCHEMA_VERSION, TABLES
+from server.database import Database
+from server.models.accounts import User
+from server.models.releases import Release
+from server.release_source import DatabaseReleaseSource
+from server.settings import Settings
+
+
+def _quiet(stage: str, rows: int) -> None:
+    return None
+
+
+async def latest_release() -> Release | None:
+    return await Release.all().order_by("-id").first()
+
+
+def release_dir(settings: Settings, release: Release) -> Path:
+    return settings.releases_dir / release.path
+
+
+def _previous_columns(folder: Path) -> dict[str, list[str]]:
+    try:
+        package = json.loads((folder / "datapackage.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return metadata.table_columns(package)
+
+
+def _current_columns() -> dict[str, list[str]]:
+    return {table: [c.name for c in columns] for table, columns in TABLES.items()}
+
+
+def _freeze(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+async def plan_version(settings: Settings, requested: str | None) -> tuple[str, list[str]]:
+    """The version to publish, and the schema changes since the previous release."""
+    previous = await latest_release()
+    prev_cols = _previous_columns(release_dir(settings, previous)) if previous else {}
+    now = _current_columns()
+    change = schema_change(prev_cols, now) if previous else "none"
+    notes = []
+    for table, columns in prev_cols.items():
+        gone = [c for c in columns if c not in now.get(table, [])]
+        added = [c for c in now.get(table, []) if c not in columns]
+        if gone:
+            notes.append(f"{table}: removed columns {', '.join(gone)} (major change).")
+        if added:
+            notes.append(f"{table}: added columns {', '.join(added)}.")
+    before = previous.version if previous else None
+    if requested and await Release.exists(version=requested):
+        raise errors.AlreadyExists(
+            f"Release {requested} exists already and releases never change: choose another "
+            "version, or leave it out to take the next one."
+        )
+    try:
+        version = check_requested(requested, before, change) if requested else (
+            next_version(before, change)
+        )
+    except VersionError as exc:
+        raise errors.ValidationFailed(str(exc), code="invalid_version") from None
+    if await Release.exists(version=version) or (settings.releases_dir / version).exists():
+        raise errors.AlreadyExists(
+            f"Release {version} exists already and releases never change: choose another "
+            "version, or leave it out to take the next one."
+        )
+    return version, notes
+
+
+async def publish(
+    settings: Settings,
+    database: Database,
+    *,
+    version: str | None = None,
+    user: User | None = None,
+    progress: Progress = _quiet,
+) -> Release:
+    chosen, notes = await plan_version(settings, version)
+    previous = await latest_release()
+    settings.releases_dir.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    url = f"{settings.public_url}/datasets/{chosen}" if settings.public_url else ""
+    prev_dir = release_dir(settings, previous) if previous else None
+    info = metadata.ReleaseInfo(
+        version=chosen, created=created, url=url, grid_degrees=settings.grid_degrees,
+        previous_version=previous.version if previous else None,
+        previous_changelog=(prev_dir / "CHANGELOG.md").read_text()
+        if prev_dir and (prev_dir / "CHANGELOG.md").exists() else "",
+        schema_changes=notes,
+    )
+    privacy = Privacy(str(settings.secret_key).encode(), settings.grid_degrees)
+    source = DatabaseReleaseSource(database.connection(), database.dialect)
+    work = settings.releases_dir / f".tmp-{chosen}-{secrets.token_hex(4)}"
+    final = settings.releases_dir / chosen
+    try:
+        summary = await build_release(
+            source, work, info, privacy, previous=prev_dir,
+            media_base=settings.public_url, progress=progress,
+        )
+        _freeze(work)
+        try:
+            # One rename: readers see no release or the whole of it.  rename
+            # fails when the target exists (another publish won the race).
+            os.rename(work, final)
+        except OSError:
+            raise errors.AlreadyExists(
+                f"Release {chosen} was published by someone else meanwhile."
+            ) from None
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return await Release.create(
+        version=chosen, path=chosen, schema_version=SCHEMA_VERSION,
+        observation_count=summary.counts["observations"],
+        media_count=summary.counts["media"], retracted_count=summary.counts["retracted"],
+        years=summary.years, files=summary.files, sha256=summary.sha256sums,
+        citation=metadata.citation_text(info), created_by=user,
+    )
+
+
+def release_dict(release: Release, *, latest: bool, base: str = "") -> dict[str, Any]:
+    prefix = f"{base}/datasets/{release.version}/"
+    files = [{**f, "url": prefix + f["path"]} for f in release.files]
+    files.append({"path": "SHA256SUMS", "sha256": release.sha256, "url": prefix + "SHA256SUMS"})
+    return {
+        "version": release.version,
+        "created_at": release.created_at.isoformat().replace("+00:00", "Z"),
+        "latest": latest,
+        "schema_version": release.schema_version,
+        "counts": {
+            "observations": release.observation_count,
+            "media": release.media_count,
+            "retracted": release.retracted_count,
+        },
+        "years": release.years,
+        "sha256": release.sha256,
+        "citation": release.citation,
+        "files": files,
+    }
