@@ -247,6 +247,28 @@ def restore_command(settings: Settings, source: Path, force: bool) -> None:
     click.echo(f"Restored {source}.")
 
 
+@main.command("recheck")
+@click.option("--project", "project_slug", default=None, help="Only this project's records.")
+@click.pass_obj
+def recheck_command(settings: Settings, project_slug: str | None) -> None:
+    """Re-run the quality checks on records still under review (after new
+    verified data or a change of a project's area or limits)."""
+    from server.models.reference import Project
+    from server.quality.recheck import recheck
+
+    async def work(db: Database) -> tuple[int, int]:
+        project_id = None
+        if project_slug is not None:
+            project = await Project.get_or_none(slug=project_slug)
+            if project is None:
+                raise click.ClickException(f"There is no project {project_slug!r}.")
+            project_id = project.id
+        return await recheck(project_id)
+
+    checked, changed = run_with_database(settings, work)
+    click.echo(f"Checked {checked} open record(s); {changed} changed flags or review status.")
+
+
 @main.command("load-vocabulary")
 @click.pass_obj
 def load_vocabulary_command(settings: Settings) -> None:

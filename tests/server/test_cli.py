@@ -88,3 +88,32 @@ async def test_publish_writes_a_release_and_refuses_to_overwrite_it(db: Starlett
         assert following.returncode == 0 and "release 2.2.0" in following.stdout
     finally:
         shutil.rmtree(releases, ignore_errors=True)
+
+
+async def test_recheck_flags_open_records_after_the_project_area_moves(db: Starlette) -> None:
+    from server.models.observations import Observation, QualityFlag
+    from server.models.reference import Project
+    from server.quality.recheck import recheck
+    from tests.factories import make_user
+    from tests.factories_sync import Device, make_world, observation
+
+    world = await make_world()
+    _, token = await make_user("volunteer", project=world.project)
+    transport = httpx.ASGITransport(app=db)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        phone = Device(client, token)
+        record = observation(world)  # in Wageningen
+        await phone.push({"observations": {"created": [record]}})
+    assert (await Observation.get(id=record["id"])).review_status == "auto_accepted"
+    # The coordinator narrows the area to Groningen: the record is now outside.
+    await Project.filter(id=world.project.id).update(
+        min_latitude=53.0, max_latitude=53.5, min_longitude=6.3, max_longitude=6.9)
+    checked, changed = await recheck()
+    assert (checked, changed) == (1, 1)
+    stored = await Observation.get(id=record["id"])
+    assert stored.review_status == "needs_review" and stored.flag_count == 1
+    assert await QualityFlag.exists(observation_id=record["id"], code="outside_project_area")
+    done = phenosync(db, "recheck", "--project", "nope")
+    assert done.returncode != 0 and "no project" in done.stderr
+    done = phenosync(db, "recheck")
+    assert done.returncode == 0 and "Checked 1 open record(s); 0 changed" in done.stdout
