@@ -26,18 +26,21 @@ async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
     if obs.status == Status.UNKNOWN:
         return None
     day = local_time(obs).date()
+    # Only the opposite status can conflict: asking for it alone keeps a push
+    # of many same-day records of one site linear, not quadratic.
+    opposite = Status.NO if obs.status == Status.YES else Status.YES
     candidates = await Observation.filter(
         user_id=obs.user_id,  # type: ignore[attr-defined]
         taxon_id=obs.taxon_id,  # type: ignore[attr-defined]
         phenophase_id=obs.phenophase_id,  # type: ignore[attr-defined]
+        status=opposite,
         observed_at__gte=obs.observed_at - timedelta(days=2),
         observed_at__lte=obs.observed_at + timedelta(days=2),
         is_deleted=False,
     ).exclude(id=obs.id).using_db(ctx.conn)
     conflicts = [
         other for other in candidates
-        if other.status not in (obs.status, Status.UNKNOWN)
-        and local_time(other).date() == day
+        if local_time(other).date() == day
         and distance_m(obs.latitude, obs.longitude, other.latitude, other.longitude)
         <= SAME_PLACE_M
     ]
