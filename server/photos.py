@@ -22,12 +22,12 @@ from server import images
 from server.models.observations import Observation, Photo
 from server.models.sequence import next_seq
 from server.models.uploads import Upload, UploadStatus
+from server.quality.check import distance_m
 from server.quality.photos import (
     PHOTO_DUPLICATE,
     PHOTO_EXIF_LOCATION_MISMATCH,
     PHOTO_EXIF_TIME_MISMATCH,
     Flag,
-    distance_m,
     raise_flags,
 )
 from server.storage import Storage

@@ -3,6 +3,7 @@ people, and a function that looks at one observation and may find a problem."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,3 +48,11 @@ class Check:
 def local_time(observation: Observation) -> datetime:
     """The observer's wall-clock time (observed_at is stored in UTC)."""
     return observation.observed_at + timedelta(minutes=observation.observed_utc_offset_min)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres (haversine, mean Earth radius)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(min(1.0, math.sqrt(a)))

@@ -3,23 +3,15 @@ taxon and phenophase at the same place on the same (local) day."""
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 from schemas.observation import Status
 from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding, local_time
+from server.quality.check import Check, CheckContext, Finding, distance_m, local_time
 
 SAME_PLACE_M = 100.0
-EARTH_RADIUS_M = 6_371_000.0
 
 
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 async def run(obs: Observation, ctx: CheckContext) -> Finding | None:

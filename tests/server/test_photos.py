@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 
 from server.models.accounts import User
 from server.models.observations import Observation, Photo, QualityFlag
-from server.quality.photos import distance_m
+from server.quality.check import distance_m
 from tests.factories import make_user
 from tests.factories_photos import jpeg, make_observation, make_photo, run_jobs
 from tests.server.test_uploads import upload_file
