@@ -43,6 +43,7 @@ from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -503,14 +504,7 @@ class TusServer:
                     "A request is writing this upload: retry in a few seconds.",
                     code="upload_locked",
                 )
-            others = await Upload.filter(
-                photo_id=upload.photo_id, state=UploadStatus.RECEIVING  # type: ignore[attr-defined]
-            ).using_db(conn).exists()
-            if not others:
-                seq = await next_seq(conn)
-                await Photo.filter(
-                    id=upload.photo_id, upload_state=UploadState.UPLOADING  # type: ignore[attr-defined]
-                ).using_db(conn).update(upload_state=UploadState.PENDING, updated_seq=seq)
+            await _photo_waits_again(upload.photo_id, conn)  # type: ignore[attr-defined]
         await self.storage.delete(upload.storage_key)
         return Response(status_code=204, headers=tus_headers())
 
@@ -594,14 +588,21 @@ async def sweep_expired(storage: Storage) -> int:
             ).using_db(conn).update(state=UploadStatus.EXPIRED)
             if not expired:
                 continue
-            busy = await Upload.filter(
-                photo_id=upload.photo_id, state=UploadStatus.RECEIVING  # type: ignore[attr-defined]
-            ).using_db(conn).exists()
-            if not busy:
-                seq = await next_seq(conn)
-                await Photo.filter(
-                    id=upload.photo_id, upload_state=UploadState.UPLOADING  # type: ignore[attr-defined]
-                ).using_db(conn).update(upload_state=UploadState.PENDING, updated_seq=seq)
+            await _photo_waits_again(upload.photo_id, conn)  # type: ignore[attr-defined]
         await storage.delete(upload.storage_key)
         count += 1
     return count
+
+
+async def _photo_waits_again(photo_id: str, conn: BaseDBAsyncClient) -> None:
+    """An upload ended without content (terminated or expired): unless another
+    upload of the photo is still receiving, the photo waits for one again, with
+    a new sync number so the device learns it."""
+    busy = await Upload.filter(
+        photo_id=photo_id, state=UploadStatus.RECEIVING
+    ).using_db(conn).exists()
+    if not busy:
+        seq = await next_seq(conn)
+        await Photo.filter(
+            id=photo_id, upload_state=UploadState.UPLOADING
+        ).using_db(conn).update(upload_state=UploadState.PENDING, updated_seq=seq)
