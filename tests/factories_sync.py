@@ -67,6 +67,10 @@ class Device:
     device_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     cursor: int | None = None
 
+    def another_device(self) -> Device:
+        """A second installation of the same user (same token, own id and cursor)."""
+        return Device(self.client, self.token)
+
     async def push(self, changes: dict[str, Any], *, cursor: Any = "own") -> httpx.Response:
         last = self.cursor if cursor == "own" else cursor
         params = {} if last is None else {"last_pulled_at": str(last)}

@@ -15,8 +15,7 @@ async def test_a_device_learns_of_the_delete_of_a_record_it_pushed_after_its_pul
     # the record (it pushed it): its next pull must carry the delete.
     world = await make_world()
     phone = await make_device(client, world)
-    tablet = await make_device(client, world)
-    tablet.token = phone.token
+    tablet = phone.another_device()
     await phone.pull_all()
     record = observation(world)
     await phone.push({"observations": {"created": [record]}})

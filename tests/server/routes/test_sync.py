@@ -46,8 +46,7 @@ async def test_incremental_pull_separates_created_updated_and_deleted(
 ) -> None:
     world = await make_world()
     phone = await make_device(client, world)
-    tablet = await make_device(client, world)
-    tablet.token = phone.token  # same user, second device
+    tablet = phone.another_device()
     a, b, c = observation(world), observation(world), observation(world)
     await phone.push({"observations": {"created": [a, b]}})
     await tablet.pull_all()
@@ -100,8 +99,7 @@ async def test_another_devices_change_is_a_conflict_with_the_servers_version(
 ) -> None:
     world = await make_world()
     phone = await make_device(client, world)
-    tablet = await make_device(client, world)
-    tablet.token = phone.token
+    tablet = phone.another_device()
     record = observation(world)
     await phone.push({"observations": {"created": [record]}})
     await phone.pull_all()
@@ -238,8 +236,7 @@ async def test_pages_are_consistent_prefixes(client: httpx.AsyncClient) -> None:
     phone = await make_device(client, world)
     records = [observation(world) for _ in range(30)]
     await phone.push({"observations": {"created": records}})
-    tablet = await make_device(client, world)
-    tablet.token = phone.token
+    tablet = phone.another_device()
     seen: list[str] = []
     cursors = []
     while True:
@@ -268,8 +265,7 @@ async def test_old_cursor_after_tombstone_purge_gets_a_full_resync(
 ) -> None:
     world = await make_world()
     phone = await make_device(client, world)
-    tablet = await make_device(client, world)
-    tablet.token = phone.token
+    tablet = phone.another_device()
     keep, gone = observation(world), observation(world)
     await phone.push({"observations": {"created": [keep, gone]}})
     await tablet.pull_all()
@@ -368,8 +364,7 @@ async def test_a_processed_photo_syncs_back_with_derivatives_and_exif(
 async def test_a_devices_own_pushes_come_back_as_updated(client: httpx.AsyncClient) -> None:
     world = await make_world()
     phone = await make_device(client, world)
-    tablet = await make_device(client, world)
-    tablet.token = phone.token
+    tablet = phone.another_device()
     await phone.pull_all()
     await tablet.pull_all()
     record = observation(world)
@@ -392,9 +387,8 @@ async def test_concurrent_edits_from_two_devices_give_one_conflict_not_a_lost_up
     import asyncio
 
     world = await make_world()
-    devices = [await make_device(client, world) for _ in range(6)]
-    for device in devices[1:]:
-        device.token = devices[0].token
+    first = await make_device(client, world)
+    devices = [first, *(first.another_device() for _ in range(5))]
     record = observation(world)
     await devices[0].push({"observations": {"created": [record]}})
     for device in devices:
