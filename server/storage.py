@@ -193,7 +193,7 @@ def _truncate(path: Path, length: int) -> None:
 def _create_new(path: Path) -> BinaryIO:
     """A new file at ``path`` (a stale one, or a link planted there, is removed first)."""
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # as open()
     return os.fdopen(fd, "wb")
 
 
