@@ -103,3 +103,15 @@ def problems(name: str, instance: Any) -> list[dict[str, str]]:
             message = f"does not meet '{error.validator}': {error.validator_value!r}"
         found.append({"path": pointer, "message": message})
     return found
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a decoded JSON value has a NUL character in any text (key or
+    value).  No message field may: PostgreSQL refuses NUL in text."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False

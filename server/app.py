@@ -28,6 +28,7 @@ from server.media import MediaServer
 from server.metrics import metrics_endpoint
 from server.middleware import (
     BodyLimitMiddleware,
+    NulGuardMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(SecurityHeadersMiddleware),
+            Middleware(NulGuardMiddleware),
             Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                        allow_headers=["Authorization", "Content-Type", "X-Device-Id",

@@ -65,6 +65,9 @@ class Endpoint:
     status: int = 200
     tags: Sequence[str] = field(default_factory=tuple)
     description: str = ""
+    # A batch whose handler refuses a NUL per record (one bad record must not
+    # sink the batch); every other body with a NUL in a text is refused whole.
+    nul_per_record: bool = False
 
 
 def bearer_token(request: Request) -> str | None:
@@ -102,7 +105,7 @@ def check_access(access: Access, user: User | None) -> None:
         raise errors.PermissionDenied("Only admins may do this.")
 
 
-async def read_json(request: Request, schema: str) -> Any:
+async def read_json(request: Request, schema: str, *, check_nul: bool = True) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise errors.UnsupportedMediaType(
@@ -113,6 +116,11 @@ async def read_json(request: Request, schema: str) -> Any:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
+    if check_nul and messages.holds_nul(body):
+        raise errors.ValidationFailed(
+            "A text in the request body holds a NUL character (\\u0000): remove it.",
+            code="nul_character",
+        )
     found = messages.problems(schema, body)
     if found:
         raise errors.ValidationFailed(
@@ -129,7 +137,8 @@ def route(endpoint: Endpoint) -> Route:
         check_access(endpoint.access, user)
         body = None
         if endpoint.request_schema is not None:
-            body = await read_json(request, endpoint.request_schema)
+            body = await read_json(request, endpoint.request_schema,
+                                   check_nul=not endpoint.nul_per_record)
         return await endpoint.handler(Call(request=request, user=user, token=token, body=body))
 
     return Route(endpoint.path, app, methods=[endpoint.method], name=endpoint.handler.__name__)

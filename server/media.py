@@ -9,6 +9,7 @@ admins get it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +26,9 @@ from server.models.accounts import Membership, User
 from server.models.observations import Photo
 from server.openapi import raw_operation
 from server.photos import derivative_key
-from server.storage import Storage
+from server.storage import Storage, StorageKeyError
+
+log = logging.getLogger("phenosync.media")
 
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/heic": "heic"}
 
@@ -96,7 +99,11 @@ class MediaServer:
         return endpoint
 
     async def _send(self, key: str, content_type: str, headers: dict[str, str]) -> Response:
-        size = await self.storage.size(key)
+        try:
+            size = await self.storage.size(key)
+        except StorageKeyError:
+            log.error("media key %r leads out of the media directory: not served", key)
+            size = None
         if size is None:
             raise errors.NotFound("The file of this photo is missing.", code="file_missing")
         headers = {**headers, "Content-Length": str(size), "X-Content-Type-Options": "nosniff"}

@@ -72,6 +72,30 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class NulGuardMiddleware:
+    """Refuse a NUL character in the path or the query with 400.
+
+    No name, id or slug holds one, and PostgreSQL cannot even compare text
+    with it (the query fails): refused here, it never reaches a lookup.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or _has_nul(scope.get("query_string", b""))
+        ):
+            error = errors.BadRequest("The address holds a NUL character.", code="nul_character")
+            await error_response(error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_nul(raw: bytes) -> bool:
+    return b"\x00" in raw or b"%00" in raw
+
+
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 access_log = logging.getLogger("phenosync.access")
 

@@ -8,7 +8,10 @@ server-side copy).
 Keys are made by the server only (``uploads/<random id>``,
 ``originals/<sha256>``, ``derivatives/<sha256>/<size>.jpg``): a name a client
 sent never becomes part of a key.  ``key_path`` refuses anything but plain
-lower-case segments anyway, so a key can never leave the root.
+lower-case segments anyway, and a path that a symbolic link inside the media
+directory would lead out of it; files are opened without following a link,
+so a key can never read or write outside the root
+(``tests/server/test_storage.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_.-]+)*$")
 # Bytes gathered before one write: few thread hops, little memory per upload.
 WRITE_BUFFER = 1024 * 1024
 FLUSH_SECONDS = 0.5
+
+
+class StorageKeyError(ValueError):
+    """A key that is malformed or would leave the media directory."""
 
 
 class Storage(Protocol):
@@ -66,9 +73,14 @@ class LocalStorage:
         self.root = root
 
     def key_path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key:
-            raise ValueError(f"not a storage key: {key!r}")
-        return self.root / key
+        if not _KEY.match(key) or ".." in key or "." in key.split("/"):
+            raise StorageKeyError(f"not a storage key: {key!r}")
+        path = self.root / key
+        # A symbolic link inside the media directory (planted, or restored from
+        # a doctored backup) must not lead a key out of it.
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise StorageKeyError(f"storage key {key!r} leads out of {self.root}")
+        return path
 
     async def write_at(
         self,
@@ -125,7 +137,8 @@ class LocalStorage:
         await to_thread.run_sync(_atomic_write, self.key_path(key), data)
 
     def open(self, key: str) -> BinaryIO:
-        return self.key_path(key).open("rb")
+        fd = os.open(self.key_path(key), os.O_RDONLY | os.O_NOFOLLOW)
+        return os.fdopen(fd, "rb")
 
     async def stream(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
         handle = await to_thread.run_sync(self.open, key)
@@ -159,7 +172,7 @@ async def _maybe_await(value: object) -> None:
 
 def _open_at(path: Path, offset: int) -> BinaryIO:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     handle = os.fdopen(fd, "wb")
     handle.truncate(offset)
     handle.seek(offset)
@@ -167,14 +180,28 @@ def _open_at(path: Path, offset: int) -> BinaryIO:
 
 
 def _truncate(path: Path, length: int) -> None:
-    if path.exists():
-        os.truncate(path, length)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        os.ftruncate(fd, length)
+    finally:
+        os.close(fd)
+
+
+def _create_new(path: Path) -> BinaryIO:
+    """A new file at ``path`` (a stale one, or a link planted there, is removed first)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # as open()
+    return os.fdopen(fd, "wb")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    with _create_new(tmp) as handle:
+        handle.write(data)
     os.replace(tmp, path)
 
 
@@ -187,9 +214,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
+        os.link(source, tmp, follow_symlinks=False)
     except OSError:
-        shutil.copyfile(source, tmp)
+        with open(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
+                _create_new(tmp) as dst:
+            shutil.copyfileobj(src, dst)
     os.replace(tmp, target)
 
 

@@ -135,6 +135,11 @@ def parse_metadata(header: str) -> dict[str, str]:
                 f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
                 code="invalid_metadata",
             ) from None
+        if "\x00" in pairs[key] and key != "filename":  # a file name is cleaned instead
+            raise errors.BadRequest(
+                f"Upload-Metadata value of {key!r} holds a NUL character.",
+                code="invalid_metadata",
+            )
     return pairs
 
 

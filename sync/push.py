@@ -135,7 +135,7 @@ async def _push_table(
     deletes: list[str] = []
     seen: set[str] = set()
     raws = [*section.get("created", []), *section.get("updated", [])]
-    ids = [str(r["id"]) for r in raws if isinstance(r.get("id"), str)]
+    ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and CLIENT_ID.match(r["id"])]
     ids += [i for i in section.get("deleted", []) if CLIENT_ID.match(i)]
     stored = await store.load(table, sorted(set(ids)))
     # A photo may point at an observation created earlier in this batch.

@@ -69,6 +69,9 @@ def check_schema(table: str, raw: Any) -> None:
     if found:
         code = Rejection.INVALID_ID if found[0]["path"] == "/id" else Rejection.INVALID_RECORD
         raise RecordRejected(code, f"{found[0]['path']}: {found[0]['message']}", found)
+    if messages.holds_nul(raw):
+        raise RecordRejected(Rejection.INVALID_RECORD,
+                             "A text of this record holds a NUL character (\\u0000).")
 
 
 def canonical_observation(raw: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tortoise.transactions import in_transaction
 
 from schemas import errors
 from schemas.observation import Decision
+from server import throttle
 from server.models.accounts import User
 from server.models.reference import Phenophase, Project, Taxon
 from server.passwords import verify_password
@@ -44,8 +45,11 @@ SECURITY_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
-    """URL-encoded form fields (the page's forms send nothing else)."""
-    return parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    """URL-encoded form fields (the page's forms send nothing else); a NUL,
+    which no field holds and PostgreSQL cannot compare, is dropped."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return {k.replace("\x00", ""): [v.replace("\x00", "") for v in values]
+            for k, values in form.items()}
 
 
 def _first(form: dict[str, list[str]], name: str) -> str:
@@ -121,12 +125,25 @@ async def login_page(request: Request) -> Response:
         _check_csrf(request, form)
     except errors.PermissionDenied as error:
         return _render(request, "login.html", {"error": error.message}, status=403)
-    user = await User.get_or_none(username=_first(form, "username"))
+    username = _first(form, "username")
+    address = request.client.host if request.client else None
+    try:
+        # The same throttle as the API's login: one may not guess here instead.
+        await throttle.check(username, address,
+                             request.app.state.settings.login_attempts_per_15min)
+    except errors.TooManyRequests as error:
+        response = _render(request, "login.html", {"error": error.message,
+                                                   "username": username}, status=429)
+        response.headers.update(error.headers)
+        return response
+    user = await User.get_or_none(username=username)
     ok = await verify_password(user.password_hash if user else None, _first(form, "password"))
     if user is None or not ok or not user.is_active:
+        await throttle.failed(username, address)
         return _render(request, "login.html", {"error": errors.InvalidCredentials().message,
-                                               "username": _first(form, "username")},
+                                               "username": username},
                        status=401)
+    await throttle.succeeded(username)
     request.session.clear()
     request.session.update({"user_id": user.id, "csrf": secrets.token_urlsafe(32)})
     return RedirectResponse("/review/", status_code=303)

@@ -80,6 +80,7 @@ async def claim_items(call: Call) -> Response:
 
 async def release_claim(call: Call) -> Response:
     user = call.require_user()
+    await access.reviewer_scope(user)  # 403 for those who review nothing, as elsewhere
     conn = call.request.app.state.database.connection()
     if not await queue.release(conn, user.id, call.request.path_params["observation_id"]):
         raise errors.NotClaimed("You hold no claim on this record.")
@@ -99,6 +100,8 @@ async def post_decision(call: Call) -> Response:
 
 
 async def post_bulk(call: Call) -> Response:
+    # Per record a refusal is a result; one who reviews nothing gets 403 at once.
+    await access.reviewer_scope(call.require_user())
     requests = [DecisionRequest.from_body(d) for d in call.body["decisions"]]
     results = await decide_many(call.require_user(), requests, lease_ms=lease_ms(call))
     counts = {"applied": sum(r["status"] == "applied" for r in results)}

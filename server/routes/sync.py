@@ -70,8 +70,8 @@ async def push_changes(call: Call) -> Response:
             details={"max_records": MAX_PUSH_RECORDS},
         )
     device = call.body.get("device_id") or call.request.headers.get("x-device-id") or None
-    if device is not None and len(device) > 64:
-        raise errors.InvalidParameter("X-Device-Id may be at most 64 characters.")
+    if device is not None and (len(device) > 64 or "\x00" in device):
+        raise errors.InvalidParameter("X-Device-Id may be at most 64 characters, without NUL.")
     async with in_transaction() as conn:
         await lock_writers(conn)
         result = await push(
@@ -93,6 +93,7 @@ ENDPOINTS = [
         "POST", "/api/v1/sync/push", push_changes,
         "Push a batch of changes (WatermelonDB pushChanges)", Access.USER,
         request_schema="sync-push", response_schema="sync-push-response", tags=("sync",),
+        nul_per_record=True,
         description="Query: last_pulled_at. A result per record; rejected ids also in "
         "experimentalRejectedIds. See docs/sync-protocol.md.",
     ),

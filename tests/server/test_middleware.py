@@ -78,3 +78,35 @@ async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 async def test_cors_allows_only_configured_origins(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/v1/taxa", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+async def test_cors_answers_a_configured_origin_and_its_preflight(tmp_path: Path) -> None:
+    settings = Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path),
+                                  "PHENOSYNC_CORS_ORIGINS": "https://app.example"})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.database.migrate()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            simple = await c.get("/api/v1/taxa", headers={"Origin": "https://app.example"})
+            preflight = await c.options("/api/v1/sync/push", headers={
+                "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"})
+            evil = await c.options("/api/v1/sync/push", headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert simple.headers["access-control-allow-origin"] == "https://app.example"
+    assert "Retry-After" in simple.headers["access-control-expose-headers"]
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    assert evil.status_code == 400 and "access-control-allow-origin" not in evil.headers
+
+
+async def test_a_nul_in_the_address_is_400_not_a_database_error(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/api/v1/projects/a%00b", "/api/v1/photos/%00/original",
+                 "/api/v1/review/queue?project=a%00", "/review/items/x%00"):
+        r = await client.get(path)
+        assert r.status_code == 400, path
+        assert r.json()["error"]["code"] == "nul_character"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -406,3 +407,107 @@ async def test_processing_survives_a_crashed_worker(
     await Job.filter(id=job.id).update(locked_until=jobs.now_ms() - 1)
     assert await run_jobs(db) == 1
     assert (await Photo.get(id=photo.id)).upload_state == UploadState.READY
+
+
+HOSTILE_NAMES = ["../escaped", "../../escaped", "..\\..\\escaped", "%2e%2e%2fescaped",
+                 "..%2F..%2Fescaped", "/tmp/escaped", "escaped\x00.jpg", "./../escaped",
+                 "uploads/../../escaped", "....//....//escaped"]
+
+
+def _outside(db: Starlette) -> dict[str, bytes]:
+    """Every file in the data directory but the media under it (and the
+    releases and database files, which the server writes on purpose)."""
+    settings = db.state.settings
+    root = settings.media_dir.parent
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and settings.media_dir not in p.parents
+            and settings.releases_dir not in p.parents}
+
+
+async def test_hostile_names_never_leave_the_media_directory(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    """Path traversal in every name a client controls: the file name and the
+    photo id in Upload-Metadata, the upload id in the address, the photo id
+    in the media addresses (encoded, absolute, NUL).  Nothing is created or
+    read outside the media directory, and no request is a 5xx."""
+    media = db.state.settings.media_dir
+    secret = media.parent / "escaped"
+    secret.write_bytes(b"outside the media directory")
+    user, token = await make_user()
+    photo = await make_photo(user)
+    before = _outside(db)
+    data = jpeg()
+    for name in HOSTILE_NAMES:
+        # As the file name: data only, the upload is stored under its own id.
+        r = await create(client, token, photo.id, len(data), filename=name)
+        assert r.status_code == 201, r.text
+        upload = await Upload.get(id=r.headers["Location"].rsplit("/", 1)[1])
+        assert upload.storage_key == f"uploads/{upload.id}"
+        assert "/" not in upload.metadata["filename"] and "\x00" not in upload.metadata["filename"]
+        assert (await client.delete(r.headers["Location"],
+                                    headers={**TUS, **auth(token)})).status_code == 204
+        # As the photo id: no such photo (or a refused value), nothing stored.
+        r = await create(client, token, name, len(data), body=data)
+        assert r.status_code in (400, 404), (name, r.text)
+        quoted = name.replace("\x00", "%00")
+        for path in (f"/api/v1/uploads/{quoted}", f"/api/v1/photos/{quoted}",
+                     f"/api/v1/photos/{quoted}/original",
+                     f"/api/v1/photos/{quoted}/derivatives/320",
+                     f"/api/v1/photos/{photo.id}/derivatives/{quoted}",
+                     f"/datasets/1.0.0/{quoted}", f"/review/static/{quoted}"):
+            for method in ("GET", "HEAD", "PATCH", "DELETE"):
+                r = await client.request(method, path, content=b"x", headers={
+                    **TUS, **OCTET, **auth(token), "Upload-Offset": "0"})
+                assert r.status_code in (307, 400, 404, 405), (method, path, r.status_code)
+                assert b"outside the media" not in r.content
+    assert (await upload_file(client, token, photo.id, data)).status_code == 204
+    await run_jobs(db)
+    assert _outside(db) == before
+    assert all(media in p.parents for p in media.rglob("*"))
+    assert not [p for p in media.rglob("*") if "escaped" in p.name]
+
+
+async def test_a_link_planted_in_the_media_directory_is_not_followed(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    """Should a symbolic link get into the media directory (a doctored backup,
+    a careless operator), no upload writes through it and no download reads
+    through it."""
+    media = db.state.settings.media_dir
+    outside = media.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    target = outside / "victim"
+    target.write_bytes(b"do not overwrite")
+    user, token = await make_user()
+    # An upload whose file is replaced by a link to a file outside.
+    photo = await make_photo(user)
+    r = await create(client, token, photo.id, 1000)
+    upload = await Upload.get(id=r.headers["Location"].rsplit("/", 1)[1])
+    path = media / upload.storage_key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    transport = httpx.ASGITransport(app=db, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
+        r = await patch(raw, token, r.headers["Location"], 0, b"evil" * 10)
+    assert r.status_code == 500  # the media directory was tampered with: a server fault
+    assert target.read_bytes() == b"do not overwrite"
+    # A ready photo whose original and derivatives are replaced by links outside.
+    ready = await make_photo(user)
+    data = jpeg(seed=7)
+    assert (await upload_file(client, token, ready.id, data)).status_code == 204
+    await run_jobs(db)
+    ready = await Photo.get(id=ready.id)
+    original = media / str(ready.storage_key)
+    original.unlink()
+    original.symlink_to(target)
+    derivatives = media / "derivatives" / str(ready.sha256)
+    shutil.rmtree(derivatives)
+    (outside / "320.jpg").write_bytes(b"do not serve")
+    derivatives.symlink_to(outside, target_is_directory=True)
+    r = await client.get(f"/api/v1/photos/{ready.id}/original", headers=auth(token))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "file_missing"
+    r = await client.get(f"/api/v1/photos/{ready.id}/derivatives/320")
+    assert r.status_code == 404 and b"do not serve" not in r.content
+    assert target.read_bytes() == b"do not overwrite"

@@ -125,3 +125,65 @@ async def test_forms_without_the_csrf_token_are_refused(client: httpx.AsyncClien
     assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
     assert (await client.get("/review/")).status_code == 200
     assert (await client.get("/review/static/review.js")).status_code == 200
+
+
+async def test_page_logins_are_throttled_like_the_api(client: httpx.AsyncClient) -> None:
+    """Guessing passwords on the page instead of the API gains nothing: the
+    same failures count, and past the limit even the right password waits."""
+    await make_user("reviewer", username="rita")
+    page = await client.get("/review/login")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    for _ in range(5):
+        r = await client.post("/review/login", data={"username": "rita", "password": "guess",
+                                                     "csrf": token})
+        assert r.status_code == 401
+    for _ in range(5):
+        r = await client.post("/api/v1/auth/login", json={"username": "rita",
+                                                          "password": "guess"})
+        assert r.status_code == 401
+    r = await client.post("/review/login", data={"username": "rita", "password": PASSWORD,
+                                                 "csrf": token})
+    assert r.status_code == 429 and 60 < int(r.headers["retry-after"]) <= 15 * 60 + 1
+    assert "Too many failed logins" in r.text
+    r = await client.post("/review/login", data={"username": "ri\x00ta", "password": "x",
+                                                 "csrf": token})
+    assert r.status_code in (401, 429)  # a NUL is dropped, never a database error
+
+
+async def test_pages_send_their_security_headers_and_a_strict_cookie(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/review/login")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/review" in cookie
+
+
+async def test_every_form_action_needs_the_sessions_own_csrf_token(
+    client: httpx.AsyncClient,
+) -> None:
+    """Decision, skip, bulk and logout refuse a missing token and a token of
+    another session; nothing is decided."""
+    world = await make_world()
+    _, [obs] = await flagged(client, world)
+    await make_user("reviewer", project=world.project, username="rita")
+    page = await client.get("/review/login")
+    token = page.text.split('name="csrf" value="')[1].split('"')[0]
+    r = await client.post("/review/login", data={"username": "rita", "password": PASSWORD,
+                                                 "csrf": token})
+    assert r.status_code == 303
+    transport = httpx.ASGITransport(app=client._transport.app)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as other:
+        page = await other.get("/review/login")
+        foreign = page.text.split('name="csrf" value="')[1].split('"')[0]
+    for action, fields in ((f"/review/items/{obs.id}/decision", {"decision": "verify"}),
+                           (f"/review/items/{obs.id}/skip", {}),
+                           ("/review/bulk", {"ids": obs.id}), ("/review/logout", {})):
+        for csrf in ({}, {"csrf": foreign}):
+            r = await client.post(action, data={**fields, **csrf})
+            assert r.status_code == 403, action
+            assert r.json()["error"]["code"] == "csrf_failed"
+    assert not await ReviewDecision.exists()
+    assert (await client.get("/review/")).status_code == 200  # still signed in

@@ -119,3 +119,12 @@ async def test_failed_logins_are_throttled_with_retry_after(client: httpx.AsyncC
     assert r.status_code == 429
     assert r.json()["error"]["code"] == "too_many_requests"
     assert 60 < int(r.headers["retry-after"]) <= 15 * 60 + 1
+
+
+async def test_a_nul_in_a_json_body_is_422(client: httpx.AsyncClient) -> None:
+    r = await client.post(LOGIN, json={"username": "ri\x00ta", "password": PASSWORD})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "nul_character"
+    r = await client.post(REGISTER, json={"username": "rita", "password": "long-enough-pw",
+                                          "display_name": "R\x00"})
+    assert r.status_code == 422
+    assert not await User.exists()

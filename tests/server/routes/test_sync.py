@@ -399,3 +399,25 @@ async def test_concurrent_edits_from_two_devices_give_one_conflict_not_a_lost_up
     ))
     statuses = sorted(r.json()["results"]["observations"][0]["status"] for r in responses)
     assert statuses == ["applied"] + ["rejected"] * 5
+
+
+async def test_a_nul_in_one_record_rejects_that_record_only(client: httpx.AsyncClient) -> None:
+    """PostgreSQL cannot store or even compare text with NUL: such a record is
+    refused on its own, the rest of the batch is applied."""
+    world = await make_world()
+    phone = await make_device(client, world)
+    good, bad = observation(world), observation(world, notes="a\x00b")
+    bad_id = observation(world, id="abc\x00def0123456789")
+    r = await phone.push({"observations": {"created": [good, bad, bad_id],
+                                           "deleted": ["x\x00y"]}})
+    assert r.status_code == 200, r.text
+    results = {x["id"]: x for x in r.json()["results"]["observations"]}
+    assert results[good["id"]]["status"] == "applied"
+    assert results[bad["id"]]["code"] == "invalid_record"
+    assert results[bad_id["id"]]["code"] == "invalid_id"
+    assert results["x\x00y"]["code"] == "invalid_id"
+    assert await Observation.filter(id=good["id"]).exists()
+    r = await client.post("/api/v1/sync/push", json={"changes": {}},
+                          headers={**auth(phone.token), "X-Device-Id": "ok"},
+                          params={"last_pulled_at": "a\x00"})
+    assert r.status_code == 400
