@@ -18,9 +18,10 @@ from tortoise.expressions import Q
 from server.models.accounts import Membership
 from server.models.observations import Observation, Photo, QualityFlag
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
+from server.models.rows import as_datetime, insert_many, select_in, update_many
 from server.models.sequence import current_seq, next_seq
 from server.photos import photo_record
-from server.quality import run_checks
+from server.quality.runner import References, evaluate, settle, subject
 from sync.records import format_observed_at
 from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
 
@@ -140,6 +141,10 @@ async def flag_codes(ids: list[str], conn: BaseDBAsyncClient) -> dict[str, list[
 class OrmSyncStore:
     def __init__(self, conn: BaseDBAsyncClient) -> None:
         self.conn = conn
+        # What this push has read: the reference data as models, and the
+        # stored observation rows (the writes keep their server-owned values).
+        self._refs: References | None = None
+        self._rows: dict[str, dict[str, Any]] = {}
 
     # --- push -------------------------------------------------------------
     async def reference(self, user_id: int) -> ReferenceData:
@@ -149,30 +154,29 @@ class OrmSyncStore:
             "project_id", "taxon_id"
         ):
             species.setdefault(pid, set()).add(tid)
-        projects = {
-            p.id: ProjectRef(p.id, p.is_open, frozenset(species.get(p.id, ())))
-            for p in await Project.filter(is_deleted=False).using_db(conn)
-        }
-        taxa = dict(
-            await Taxon.filter(is_deleted=False).using_db(conn).values_list("id", "group")
-        )
-        phases = {
-            p.id: PhenophaseRef(p.id, frozenset(p.groups or []), frozenset(p.intensity_codes()))
-            for p in await Phenophase.filter(is_deleted=False).using_db(conn)
-        }
+        projects = {p.id: p for p in await Project.filter(is_deleted=False).using_db(conn)}
+        taxa = {t.id: t for t in await Taxon.filter(is_deleted=False).using_db(conn)}
+        phases = {p.id: p for p in await Phenophase.filter(is_deleted=False).using_db(conn)}
+        self._refs = References(projects, taxa, phases)
         members = await Membership.filter(user_id=user_id).using_db(conn).values_list(
             "project_id", flat=True
         )
-        return ReferenceData(projects, taxa, phases, frozenset(members))  # type: ignore[arg-type]
+        return ReferenceData(
+            {p.id: ProjectRef(p.id, p.is_open, frozenset(species.get(p.id, ())))
+             for p in projects.values()},
+            {t.id: t.group for t in taxa.values()},
+            {p.id: PhenophaseRef(p.id, frozenset(p.groups or []),
+                                 frozenset(p.intensity_codes())) for p in phases.values()},
+            frozenset(members),  # type: ignore[arg-type]
+        )
 
     async def load(self, table: str, ids: list[str]) -> dict[str, StoredRecord]:
         if not ids:
             return {}
         conn = self.conn
         if table == "observations":
-            rows = await self._observation_rows(
-                "id IN (" + ", ".join(self._mark(i) for i in range(1, len(ids) + 1)) + ")", ids
-            )
+            rows = await select_in(conn, "*", "observations", "id", ids)
+            self._rows.update((r["id"], r) for r in rows)
             flags = await flag_codes([r["id"] for r in rows], conn)
             return {
                 r["id"]: StoredRecord(
@@ -197,70 +201,85 @@ class OrmSyncStore:
     async def save_many(
         self, table: str, user_id: int, device: str | None, writes: list[Write]
     ) -> None:
-        creates = [w for w in writes if w.created]
-        if creates:
-            await self._insert(table, user_id, device, creates)
-        for w in writes:
-            if w.created:
-                continue
-            if table == "observations":
-                obs = await Observation.get(id=w.id, using_db=self.conn)
-                for key, value in w.values.items():
-                    setattr(obs, key, value)
-                obs.updated_seq = obs.client_changed_seq = w.seq
-                obs.client_changed_device = device
-                obs.client_revision += 1
-                await obs.save(using_db=self.conn)
-            else:
-                await Photo.filter(id=w.id).using_db(self.conn).update(
-                    **w.values, updated_seq=w.seq, client_changed_device=device
-                )
-        if table == "observations" and writes:
-            # Quality checks and the review state move with the write, in the
-            # same transaction; server-owned, so they never make a conflict.
-            # The records keep the number of this write.
-            await run_checks([w.id for w in writes], self.conn,
-                             seq={w.id: w.seq for w in writes})
-
-    async def _insert(
-        self, table: str, user_id: int, device: str | None, writes: list[Write]
-    ) -> None:
-        """One multi-row INSERT: creating rows through the ORM one by one costs
-        most of a push (see bench/sync_bench.py)."""
+        if table == "observations":
+            await self._save_observations(user_id, device, writes)
+            return
         now = datetime.now(UTC)
-        model: Any = Observation if table == "observations" else Photo
+        await insert_many(self.conn, Photo, [
+            {"id": w.id, "observation_id": w.values["observation_id"],
+             "declared_sha256": w.values["declared_sha256"], "license": w.values["license"],
+             "user_id": user_id, "created_seq": w.seq, "updated_seq": w.seq,
+             "is_deleted": False, "deleted_at": None, "server_created_at": now,
+             "server_updated_at": now, "upload_state": "pending",
+             "client_changed_device": device}
+            for w in writes if w.created
+        ])
+        await update_many(self.conn, Photo, "id", [
+            {"observation_id": w.values["observation_id"],
+             "declared_sha256": w.values["declared_sha256"], "license": w.values["license"],
+             "updated_seq": w.seq, "client_changed_device": device, "server_updated_at": now,
+             "id": w.id}
+            for w in writes if not w.created
+        ])
+
+    async def _save_observations(self, user_id: int, device: str | None,
+                                 writes: list[Write]) -> None:
+        """Check the batch, then write each row once with its review status and
+        flag count: one INSERT for the new records, one UPDATE for the others,
+        then the flags, queue rows and audit events (``server.quality``).
+        The checks' server-owned changes take the number of this write, and
+        never make a conflict (``client_changed_seq`` is the client's)."""
+        conn = self.conn
+        now = datetime.now(UTC)
+        if self._refs is None:
+            await self.reference(user_id)
+        assert self._refs is not None
+        missing = [w.id for w in writes if not w.created and w.id not in self._rows]
+        if missing:
+            await self.load("observations", missing)
         rows = []
         for w in writes:
-            row = dict(w.values, id=w.id, user_id=user_id, created_seq=w.seq, updated_seq=w.seq,
-                       is_deleted=False, deleted_at=None, server_created_at=now,
-                       server_updated_at=now)
-            if table == "observations":
-                row.update(review_status="pending", flag_count=0, client_revision=1,
-                           client_changed_seq=w.seq, client_changed_device=device,
-                           verified_taxon_id=None, verified_phenophase_id=None)
+            old = None if w.created else self._rows[w.id]
+            rows.append({
+                **w.values, "id": w.id, "user_id": user_id,
+                "review_status": "pending" if old is None else str(old["review_status"]),
+                "flag_count": 0 if old is None else int(old["flag_count"]),
+                "server_created_at": now if old is None else old["server_created_at"],
+            })
+        batch = await evaluate(
+            [subject(r, self._refs) for r in rows], conn, now=now, edited=True,
+            created_seqs={w.id: w.seq if w.created else int(self._rows[w.id]["created_seq"])
+                          for w in writes},
+            new=frozenset(w.id for w in writes if w.created),
+        )
+        result = {o.subject.id: o for o in batch.outcomes}
+        inserts, updates = [], []
+        for w in writes:
+            o = result[w.id]
+            server = {"review_status": o.after, "flag_count": len(o.codes),
+                      "updated_seq": w.seq, "client_changed_seq": w.seq,
+                      "client_changed_device": device, "server_updated_at": now}
+            if w.created:
+                inserts.append({
+                    **w.values, **server, "id": w.id, "user_id": user_id, "created_seq": w.seq,
+                    "is_deleted": False, "deleted_at": None, "server_created_at": now,
+                    "client_revision": 1, "verified_taxon_id": None,
+                    "verified_phenophase_id": None,
+                })
             else:
-                row.update(upload_state="pending", client_changed_device=device)
-                for key in ("client_created_at", "client_updated_at"):
-                    row.pop(key, None)
-            rows.append(row)
-        columns = list(rows[0])
-        fields = model._meta.fields_map
-        dialect = self.conn.capabilities.dialect
-        marks = ", ".join(
-            f"${i}" if dialect == "postgres" else "?" for i in range(1, len(columns) + 1)
-        )
-        sql = (f'INSERT INTO "{model._meta.db_table}" ('
-               + ", ".join(f'"{c}"' for c in columns) + f") VALUES ({marks})")
-        converters = [(c, fields[c].to_db_value) for c in columns]
-        await self.conn.execute_many(
-            sql, [[convert(row[c], model) for c, convert in converters] for row in rows]
-        )
+                updates.append({**w.values, **server, "id": w.id})
+        await insert_many(conn, Observation, inserts)
+        await update_many(conn, Observation, "id", updates,
+                          extra='"client_revision" = "client_revision" + 1')
+        await settle(batch, conn)
 
-    async def delete(self, table: str, record_id: str, *, seq: int) -> None:
+    async def delete_many(self, table: str, record_ids: list[str], *, first_seq: int) -> None:
         model = Observation if table == "observations" else Photo
-        await model.filter(id=record_id).using_db(self.conn).update(
-            is_deleted=True, deleted_at=datetime.now(UTC), updated_seq=seq
-        )
+        now = datetime.now(UTC)
+        await update_many(self.conn, model, "id", [
+            {"is_deleted": True, "deleted_at": now, "updated_seq": first_seq + i, "id": rid}
+            for i, rid in enumerate(record_ids)
+        ])
 
     # --- pull -------------------------------------------------------------
     async def _observation_changes(
@@ -348,12 +367,7 @@ class OrmSyncStore:
         ]
 
 
-def _dt(value: Any) -> datetime | None:
-    """A timestamp as the driver returns it (SQLite: text, PostgreSQL: datetime)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+_dt = as_datetime
 
 
 def _project_wire(p: Project) -> dict[str, Any]:
