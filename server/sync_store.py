@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 
+from schemas.observation import UploadState
 from server.models.accounts import Membership
-from server.models.observations import Observation, Photo, QualityFlag
+from server.models.observations import Observation, Photo
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
 from server.models.rows import as_datetime, insert_many, select_in, update_many
 from server.models.sequence import current_seq, next_seq
@@ -30,6 +31,13 @@ HORIZON_ID = 2  # a second row of the counter table: the tombstone purge horizon
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _iso_stored(value: Any) -> str | None:
+    """A stored timestamp in ISO 8601: SQLite holds ``isoformat(" ")`` text."""
+    if isinstance(value, str):
+        return value.replace(" ", "T", 1)
+    return _iso(value)
 
 
 def _ms(value: datetime | None) -> int | None:
@@ -60,8 +68,8 @@ def observation_wire(r: Mapping[str, Any], flags: list[str] | None) -> dict[str,
         "quality_flags": _flags_json(flags),
         "verified_taxon_id": _str_or_none(r["verified_taxon_id"]),
         "verified_phenophase_id": _str_or_none(r["verified_phenophase_id"]),
-        "server_created_at": _iso(_dt(r["server_created_at"])),
-        "server_updated_at": _iso(_dt(r["server_updated_at"])),
+        "server_created_at": _iso_stored(r["server_created_at"]),
+        "server_updated_at": _iso_stored(r["server_updated_at"]),
     }
 
 
@@ -130,11 +138,9 @@ def _photo_values(p: Photo) -> dict[str, Any]:
 
 async def flag_codes(ids: list[str], conn: BaseDBAsyncClient) -> dict[str, list[str]]:
     codes: dict[str, list[str]] = {}
-    if ids:
-        for oid, code in await QualityFlag.filter(observation_id__in=ids).using_db(
-            conn
-        ).values_list("observation_id", "code"):
-            codes.setdefault(oid, []).append(code)
+    for r in await select_in(conn, "observation_id, code", "quality_flags", "observation_id",
+                             ids):
+        codes.setdefault(r["observation_id"], []).append(r["code"])
     return codes
 
 
@@ -325,43 +331,41 @@ class OrmSyncStore:
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]
     ) -> list[dict[str, Any]]:
-        conn = self.conn
-        wire: list[tuple[Any, dict[str, Any]]]
+        """Plain rows (no model instances) in every table: a page is hot."""
         if table == "observations":
             return await self._observation_changes(user_id, after, limit, columns)
-        elif table == "photos":
-            photos = await Photo.filter(user_id=user_id, updated_seq__gt=after).using_db(
-                conn
-            ).order_by("updated_seq").limit(limit)
-            wire = [(p, photo_wire(p)) for p in photos]
+        m = self._mark  # SQLite binds "?" in the order they appear
+        order = f"updated_seq > {m(2)} ORDER BY updated_seq LIMIT {m(3)}"
+        if table == "photos":
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM photos WHERE user_id = {m(1)} AND {order}",
+                [user_id, after, limit])
+            wire = [(r, photo_wire(_photo_row(r))) for r in rows]
         elif table == "projects":
             # Visibility is filtered in SQL, before the limit: a page must not
             # end early on rows this user cannot see.
-            members = await Membership.filter(user_id=user_id).using_db(conn).values_list(
-                "project_id", flat=True
-            )
-            projects = await Project.filter(
-                Q(is_open=True) | Q(id__in=list(members)), updated_seq__gt=after
-            ).using_db(conn).order_by("updated_seq").limit(limit)
-            wire = [(p, _project_wire(p)) for p in projects]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM projects WHERE (id IN (SELECT project_id FROM memberships "
+                f"WHERE user_id = {m(1)}) OR is_open = {m(2)}) AND updated_seq > {m(3)} "
+                f"ORDER BY updated_seq LIMIT {m(4)}",
+                [user_id, True, after, limit])
+            wire = [(r, _project_wire(r)) for r in rows]
         elif table == "taxa":
-            taxa = await Taxon.filter(updated_seq__gt=after).using_db(conn).order_by(
-                "updated_seq"
-            ).limit(limit)
-            wire = [(t, _taxon_wire(t)) for t in taxa]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM taxa WHERE {_reference_page(m)}", [after, limit])
+            wire = [(r, _taxon_wire(r)) for r in rows]
         else:
-            phases = await Phenophase.filter(updated_seq__gt=after).using_db(conn).order_by(
-                "updated_seq"
-            ).limit(limit)
-            wire = [(p, _phenophase_wire(p)) for p in phases]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM phenophases WHERE {_reference_page(m)}", [after, limit])
+            wire = [(r, _phenophase_wire(r)) for r in rows]
         keep = ("id", *columns)
         return [
             {
                 **{k: v for k, v in record.items() if k in keep},
-                "_seq": row.updated_seq,
-                "_created_seq": row.created_seq,
-                "_deleted": row.is_deleted,
-                "_device": getattr(row, "client_changed_device", None),
+                "_seq": int(row["updated_seq"]),
+                "_created_seq": int(row["created_seq"]),
+                "_deleted": bool(row["is_deleted"]),
+                "_device": row.get("client_changed_device"),
             }
             for row, record in wire
         ]
@@ -370,28 +374,49 @@ class OrmSyncStore:
 _dt = as_datetime
 
 
-def _project_wire(p: Project) -> dict[str, Any]:
+def _reference_page(mark: Any) -> str:
+    return f"updated_seq > {mark(1)} ORDER BY updated_seq LIMIT {mark(2)}"
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver returns it (text on both backends here)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _photo_row(r: Mapping[str, Any]) -> Any:
+    """A ``photos`` row with the attributes ``photo_wire`` reads."""
+    return SimpleNamespace(**{
+        **r, "upload_state": UploadState(r["upload_state"]), "exif": _json(r["exif"]),
+        "derivative_sizes": _json(r["derivative_sizes"]),
+        "exif_taken_at": _dt(r["exif_taken_at"]), "server_created_at": _dt(r["server_created_at"]),
+        "server_updated_at": _dt(r["server_updated_at"]),
+    })
+
+
+def _project_wire(p: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(p.id), "slug": p.slug, "name": p.name, "description": p.description,
-        "license": p.license, "min_latitude": p.min_latitude, "min_longitude": p.min_longitude,
-        "max_latitude": p.max_latitude, "max_longitude": p.max_longitude,
-        "agreements_required": p.agreements_required, "auto_accept": p.auto_accept,
-        "max_uncertainty_m": p.max_uncertainty_m, "is_open": p.is_open,
+        "id": str(p["id"]), "slug": p["slug"], "name": p["name"],
+        "description": p["description"], "license": p["license"],
+        "min_latitude": p["min_latitude"], "min_longitude": p["min_longitude"],
+        "max_latitude": p["max_latitude"], "max_longitude": p["max_longitude"],
+        "agreements_required": p["agreements_required"], "auto_accept": bool(p["auto_accept"]),
+        "max_uncertainty_m": p["max_uncertainty_m"], "is_open": bool(p["is_open"]),
     }
 
 
-def _taxon_wire(t: Taxon) -> dict[str, Any]:
+def _taxon_wire(t: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(t.id), "scientific_name": t.scientific_name, "rank": t.rank,
-        "vernacular_nl": t.vernacular_nl, "vernacular_en": t.vernacular_en,
-        "taxon_group": t.group, "sensitive": t.sensitive,
+        "id": str(t["id"]), "scientific_name": t["scientific_name"], "rank": t["rank"],
+        "vernacular_nl": t["vernacular_nl"], "vernacular_en": t["vernacular_en"],
+        "taxon_group": t["group"], "sensitive": bool(t["sensitive"]),
     }
 
 
-def _phenophase_wire(p: Phenophase) -> dict[str, Any]:
+def _phenophase_wire(p: Mapping[str, Any]) -> dict[str, Any]:
+    intensity = _json(p["intensity"])
     return {
-        "id": str(p.id), "code": p.code, "name": p.name, "definition": p.definition,
-        "ppo_iri": p.ppo_iri, "groups": json.dumps(p.groups or []),
-        "intensity": json.dumps(p.intensity) if p.intensity else None,
+        "id": str(p["id"]), "code": p["code"], "name": p["name"],
+        "definition": p["definition"], "ppo_iri": p["ppo_iri"],
+        "groups": json.dumps(_json(p["groups"]) or []),
+        "intensity": json.dumps(intensity) if intensity else None,
     }
-

@@ -16,7 +16,7 @@ SAME_PLACE_M = 100.0
 # every point within SAME_PLACE_M (0.0009 degrees), with room to spare: the
 # query narrows candidates with them, the exact distance decides.
 _LAT_MARGIN = 0.002
-# Subjects per query (11 parameters each; PostgreSQL allows 32,767).
+# Query rows per query (11 parameters each; PostgreSQL allows 32,767).
 _CHUNK = 1000
 
 
@@ -37,48 +37,71 @@ def _opposite(status: str) -> str:
     return "no" if status == Status.YES else "yes"
 
 
-def _bounds(s: Subject) -> tuple[datetime, datetime, float, float, float, float]:
-    """A box around ``s`` holding every observation that can conflict with it:
-    any UTC offset (under 24 h) maps its local day into these 72 hours."""
-    start = datetime.combine(_day(s), datetime.min.time(), tzinfo=s.observed_at.tzinfo)
-    lat0, lat1 = s.latitude - _LAT_MARGIN, s.latitude + _LAT_MARGIN
-    reach = abs(s.latitude) + _LAT_MARGIN
+def _window(day: date, tz: Any) -> tuple[datetime, datetime]:
+    """The UTC instants whose local date may be ``day``, whatever the record's
+    UTC offset (under 24 h): 72 hours."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=tz)
+    return start - timedelta(days=1), start + timedelta(days=2)
+
+
+def _box(subjects: list[Subject]) -> tuple[float, float, float, float]:
+    """Latitudes and longitudes around the subjects that hold every point
+    within SAME_PLACE_M of one of them."""
+    lat0 = min(s.latitude for s in subjects) - _LAT_MARGIN
+    lat1 = max(s.latitude for s in subjects) + _LAT_MARGIN
+    reach = max(abs(lat0), abs(lat1))
     lon0, lon1 = -1000.0, 1000.0
     if reach < 89.0:
         margin = _LAT_MARGIN / math.cos(math.radians(reach))
-        if -180.0 < s.longitude - margin and s.longitude + margin < 180.0:
-            lon0, lon1 = s.longitude - margin, s.longitude + margin
-    return start - timedelta(days=1), start + timedelta(days=2), lat0, lat1, lon0, lon1
+        west = min(s.longitude for s in subjects) - margin
+        east = max(s.longitude for s in subjects) + margin
+        if -180.0 < west and east < 180.0:
+            lon0, lon1 = west, east
+    return lat0, lat1, lon0, lon1
 
 
 async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
-    """One query for the batch: the stored records of the opposite status
-    near each subject.  Records of the batch itself are matched in memory
-    (their stored version may be older than the one being checked)."""
-    judged = [s for s in subjects if s.status != Status.UNKNOWN]
+    """One query for the batch: the stored records of the opposite status on
+    the subjects' local days near them (one row of the query per observer,
+    taxon, phenophase, status and day).  Records of the batch itself are
+    matched in memory (their stored version may be older than the one
+    being checked)."""
+    groups: dict[tuple[Any, ...], list[Subject]] = defaultdict(list)
+    for s in subjects:
+        if s.status != Status.UNKNOWN:
+            groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), _day(s))].append(s)
     batch = {s.id for s in subjects}
     postgres = ctx.conn.capabilities.dialect == "postgres"
-    types = ("varchar", "int", "int", "int", "varchar", "timestamptz", "timestamptz",
-             "float8", "float8", "float8", "float8")
-    found: dict[str, list[Any]] = defaultdict(list)
-    for first in range(0, len(judged), _CHUNK):
-        chunk = judged[first:first + _CHUNK]
+    # PostgreSQL types the VALUES columns from the first row's casts.
+    casts = ("::int", "::int", "::int", "::varchar", "::date", "::timestamptz",
+             "::timestamptz", "::float8", "::float8", "::float8", "::float8")
+    keys = list(groups)
+    found: dict[tuple[Any, ...], list[Other]] = defaultdict(list)
+    for first in range(0, len(keys), _CHUNK):
+        chunk = keys[first:first + _CHUNK]
         values: list[Any] = []
-        rows = []
-        for s in chunk:
-            marks = []
-            for kind, value in zip(types, (s.id, s.user_id, s.taxon_id, s.phenophase_id,
-                                          _opposite(s.status), *_bounds(s)), strict=True):
-                values.append(value)
-                marks.append(f"${len(values)}::{kind}" if postgres else "?")
-            rows.append("(" + ", ".join(marks) + ")")
+        for user_id, taxon_id, phenophase_id, status, day in chunk:
+            members = groups[(user_id, taxon_id, phenophase_id, status, day)]
+            values += [user_id, taxon_id, phenophase_id, _opposite(status),
+                       day if postgres else day.isoformat(),
+                       *_window(day, members[0].observed_at.tzinfo), *_box(members)]
+        width = len(casts)
+        if postgres:
+            rows = ", ".join(
+                "(" + ", ".join(f"${i * width + j + 1}{casts[j] if i == 0 else ''}"
+                                for j in range(width)) + ")"
+                for i in range(len(chunk)))
+            deleted = f"${len(values) + 1}"
+        else:
+            rows = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
+            deleted = "?"
         values.append(False)
-        deleted = f"${len(values)}" if postgres else "?"
         sql = (
-            "WITH b (subject, user_id, taxon_id, phenophase_id, status, t0, t1, lat0, lat1, "
-            f"lon0, lon1) AS (VALUES {', '.join(rows)}) "
-            "SELECT b.subject, o.id, o.status, o.observed_at, o.observed_utc_offset_min, "
-            "o.latitude, o.longitude FROM b JOIN observations o "
+            "WITH b (user_id, taxon_id, phenophase_id, status, day, t0, t1, lat0, lat1, "
+            f"lon0, lon1) AS (VALUES {rows}) "
+            "SELECT b.user_id AS k_user, b.taxon_id AS k_taxon, b.phenophase_id AS k_phase, "
+            "b.status AS k_status, b.day AS k_day, o.id, o.status, o.observed_at, "
+            "o.observed_utc_offset_min, o.latitude, o.longitude FROM b JOIN observations o "
             "ON o.taxon_id = b.taxon_id AND o.phenophase_id = b.phenophase_id "
             "AND o.observed_at >= b.t0 AND o.observed_at < b.t1 "
             "AND o.user_id = b.user_id AND o.status = b.status "
@@ -91,18 +114,18 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
             observed = r["observed_at"]
             if not isinstance(observed, datetime):
                 observed = datetime.fromisoformat(str(observed))
-            found[r["subject"]].append(Other(
-                r["id"], str(r["status"]), observed, int(r["observed_utc_offset_min"]),
-                float(r["latitude"]), float(r["longitude"]),
-            ))
-    # The batch's own records, by observer, taxon, phenophase, status and day.
-    groups: dict[tuple[Any, ...], list[Subject]] = defaultdict(list)
-    for s in judged:
-        groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), _day(s))].append(s)
-    for s in judged:
-        key = (s.user_id, s.taxon_id, s.phenophase_id, _opposite(s.status), _day(s))
-        found[s.id] += groups.get(key, [])
-    ctx.status_candidates.update(found)
+            other = Other(r["id"], str(r["status"]), observed, int(r["observed_utc_offset_min"]),
+                          float(r["latitude"]), float(r["longitude"]))
+            day = r["k_day"] if isinstance(r["k_day"], date) else date.fromisoformat(r["k_day"])
+            if _day(other) == day:
+                found[(int(r["k_user"]), int(r["k_taxon"]), int(r["k_phase"]),
+                       str(r["k_status"]), day)].append(other)
+    for (user_id, taxon_id, phenophase_id, status, day), members in groups.items():
+        wanted = _opposite(status)
+        stored = found.get((user_id, taxon_id, phenophase_id, wanted, day), [])
+        same_day = groups.get((user_id, taxon_id, phenophase_id, wanted, day), [])
+        for s in members:
+            ctx.status_candidates[s.id] = [*stored, *same_day]
 
 
 def run(obs: Subject, ctx: CheckContext) -> Finding | None:
