@@ -299,11 +299,16 @@ class OrmSyncStore:
         )
         flags = await flag_codes([r["id"] for r in rows if not r["is_deleted"]], self.conn)
         keep = ("id", *columns)
+        every: bool | None = None  # does this schema version take every column?
         out = []
         for r in rows:
             wire = observation_wire(r, flags.get(r["id"]))
+            if every is None:
+                every = set(keep) >= set(wire)
+            if not every:
+                wire = {k: v for k, v in wire.items() if k in keep}
             out.append({
-                **{k: v for k, v in wire.items() if k in keep},
+                **wire,
                 "_seq": int(r["updated_seq"]),
                 "_created_seq": int(r["created_seq"]),
                 "_deleted": bool(r["is_deleted"]),
