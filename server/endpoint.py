@@ -8,12 +8,12 @@ it accepts.  From the same list the app builds its Starlette routes and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -113,7 +113,7 @@ async def read_json(request: Request, schema: str, *, check_nul: bool = True) ->
         )
     raw = await request.body()
     try:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
     if check_nul and messages.holds_nul(body):

@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 
+from schemas.observation import UploadState
 from server.models.accounts import Membership
-from server.models.observations import Observation, Photo, QualityFlag
+from server.models.observations import Observation, Photo
 from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
+from server.models.rows import as_datetime, insert_many, select_in, update_many
 from server.models.sequence import current_seq, next_seq
 from server.photos import photo_record
-from server.quality import run_checks
+from server.quality.runner import References, evaluate, settle, subject
 from sync.records import format_observed_at
 from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
 
@@ -29,6 +31,13 @@ HORIZON_ID = 2  # a second row of the counter table: the tombstone purge horizon
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _iso_stored(value: Any) -> str | None:
+    """A stored timestamp in ISO 8601: SQLite holds ``isoformat(" ")`` text."""
+    if isinstance(value, str):
+        return value.replace(" ", "T", 1)
+    return _iso(value)
 
 
 def _ms(value: datetime | None) -> int | None:
@@ -59,8 +68,8 @@ def observation_wire(r: Mapping[str, Any], flags: list[str] | None) -> dict[str,
         "quality_flags": _flags_json(flags),
         "verified_taxon_id": _str_or_none(r["verified_taxon_id"]),
         "verified_phenophase_id": _str_or_none(r["verified_phenophase_id"]),
-        "server_created_at": _iso(_dt(r["server_created_at"])),
-        "server_updated_at": _iso(_dt(r["server_updated_at"])),
+        "server_created_at": _iso_stored(r["server_created_at"]),
+        "server_updated_at": _iso_stored(r["server_updated_at"]),
     }
 
 
@@ -129,17 +138,19 @@ def _photo_values(p: Photo) -> dict[str, Any]:
 
 async def flag_codes(ids: list[str], conn: BaseDBAsyncClient) -> dict[str, list[str]]:
     codes: dict[str, list[str]] = {}
-    if ids:
-        for oid, code in await QualityFlag.filter(observation_id__in=ids).using_db(
-            conn
-        ).values_list("observation_id", "code"):
-            codes.setdefault(oid, []).append(code)
+    for r in await select_in(conn, "observation_id, code", "quality_flags", "observation_id",
+                             ids):
+        codes.setdefault(r["observation_id"], []).append(r["code"])
     return codes
 
 
 class OrmSyncStore:
     def __init__(self, conn: BaseDBAsyncClient) -> None:
         self.conn = conn
+        # What this push has read: the reference data as models, and the
+        # stored observation rows (the writes keep their server-owned values).
+        self._refs: References | None = None
+        self._rows: dict[str, dict[str, Any]] = {}
 
     # --- push -------------------------------------------------------------
     async def reference(self, user_id: int) -> ReferenceData:
@@ -149,30 +160,29 @@ class OrmSyncStore:
             "project_id", "taxon_id"
         ):
             species.setdefault(pid, set()).add(tid)
-        projects = {
-            p.id: ProjectRef(p.id, p.is_open, frozenset(species.get(p.id, ())))
-            for p in await Project.filter(is_deleted=False).using_db(conn)
-        }
-        taxa = dict(
-            await Taxon.filter(is_deleted=False).using_db(conn).values_list("id", "group")
-        )
-        phases = {
-            p.id: PhenophaseRef(p.id, frozenset(p.groups or []), frozenset(p.intensity_codes()))
-            for p in await Phenophase.filter(is_deleted=False).using_db(conn)
-        }
+        projects = {p.id: p for p in await Project.filter(is_deleted=False).using_db(conn)}
+        taxa = {t.id: t for t in await Taxon.filter(is_deleted=False).using_db(conn)}
+        phases = {p.id: p for p in await Phenophase.filter(is_deleted=False).using_db(conn)}
+        self._refs = References(projects, taxa, phases)
         members = await Membership.filter(user_id=user_id).using_db(conn).values_list(
             "project_id", flat=True
         )
-        return ReferenceData(projects, taxa, phases, frozenset(members))  # type: ignore[arg-type]
+        return ReferenceData(
+            {p.id: ProjectRef(p.id, p.is_open, frozenset(species.get(p.id, ())))
+             for p in projects.values()},
+            {t.id: t.group for t in taxa.values()},
+            {p.id: PhenophaseRef(p.id, frozenset(p.groups or []),
+                                 frozenset(p.intensity_codes())) for p in phases.values()},
+            frozenset(members),  # type: ignore[arg-type]
+        )
 
     async def load(self, table: str, ids: list[str]) -> dict[str, StoredRecord]:
         if not ids:
             return {}
         conn = self.conn
         if table == "observations":
-            rows = await self._observation_rows(
-                "id IN (" + ", ".join(self._mark(i) for i in range(1, len(ids) + 1)) + ")", ids
-            )
+            rows = await select_in(conn, "*", "observations", "id", ids)
+            self._rows.update((r["id"], r) for r in rows)
             flags = await flag_codes([r["id"] for r in rows], conn)
             return {
                 r["id"]: StoredRecord(
@@ -197,70 +207,85 @@ class OrmSyncStore:
     async def save_many(
         self, table: str, user_id: int, device: str | None, writes: list[Write]
     ) -> None:
-        creates = [w for w in writes if w.created]
-        if creates:
-            await self._insert(table, user_id, device, creates)
-        for w in writes:
-            if w.created:
-                continue
-            if table == "observations":
-                obs = await Observation.get(id=w.id, using_db=self.conn)
-                for key, value in w.values.items():
-                    setattr(obs, key, value)
-                obs.updated_seq = obs.client_changed_seq = w.seq
-                obs.client_changed_device = device
-                obs.client_revision += 1
-                await obs.save(using_db=self.conn)
-            else:
-                await Photo.filter(id=w.id).using_db(self.conn).update(
-                    **w.values, updated_seq=w.seq, client_changed_device=device
-                )
-        if table == "observations" and writes:
-            # Quality checks and the review state move with the write, in the
-            # same transaction; server-owned, so they never make a conflict.
-            # The records keep the number of this write.
-            await run_checks([w.id for w in writes], self.conn,
-                             seq={w.id: w.seq for w in writes})
-
-    async def _insert(
-        self, table: str, user_id: int, device: str | None, writes: list[Write]
-    ) -> None:
-        """One multi-row INSERT: creating rows through the ORM one by one costs
-        most of a push (see bench/sync_bench.py)."""
+        if table == "observations":
+            await self._save_observations(user_id, device, writes)
+            return
         now = datetime.now(UTC)
-        model: Any = Observation if table == "observations" else Photo
+        await insert_many(self.conn, Photo, [
+            {"id": w.id, "observation_id": w.values["observation_id"],
+             "declared_sha256": w.values["declared_sha256"], "license": w.values["license"],
+             "user_id": user_id, "created_seq": w.seq, "updated_seq": w.seq,
+             "is_deleted": False, "deleted_at": None, "server_created_at": now,
+             "server_updated_at": now, "upload_state": "pending",
+             "client_changed_device": device}
+            for w in writes if w.created
+        ])
+        await update_many(self.conn, Photo, "id", [
+            {"observation_id": w.values["observation_id"],
+             "declared_sha256": w.values["declared_sha256"], "license": w.values["license"],
+             "updated_seq": w.seq, "client_changed_device": device, "server_updated_at": now,
+             "id": w.id}
+            for w in writes if not w.created
+        ])
+
+    async def _save_observations(self, user_id: int, device: str | None,
+                                 writes: list[Write]) -> None:
+        """Check the batch, then write each row once with its review status and
+        flag count: one INSERT for the new records, one UPDATE for the others,
+        then the flags, queue rows and audit events (``server.quality``).
+        The checks' server-owned changes take the number of this write, and
+        never make a conflict (``client_changed_seq`` is the client's)."""
+        conn = self.conn
+        now = datetime.now(UTC)
+        if self._refs is None:
+            await self.reference(user_id)
+        assert self._refs is not None
+        missing = [w.id for w in writes if not w.created and w.id not in self._rows]
+        if missing:
+            await self.load("observations", missing)
         rows = []
         for w in writes:
-            row = dict(w.values, id=w.id, user_id=user_id, created_seq=w.seq, updated_seq=w.seq,
-                       is_deleted=False, deleted_at=None, server_created_at=now,
-                       server_updated_at=now)
-            if table == "observations":
-                row.update(review_status="pending", flag_count=0, client_revision=1,
-                           client_changed_seq=w.seq, client_changed_device=device,
-                           verified_taxon_id=None, verified_phenophase_id=None)
+            old = None if w.created else self._rows[w.id]
+            rows.append({
+                **w.values, "id": w.id, "user_id": user_id,
+                "review_status": "pending" if old is None else str(old["review_status"]),
+                "flag_count": 0 if old is None else int(old["flag_count"]),
+                "server_created_at": now if old is None else old["server_created_at"],
+            })
+        batch = await evaluate(
+            [subject(r, self._refs) for r in rows], conn, now=now, edited=True,
+            created_seqs={w.id: w.seq if w.created else int(self._rows[w.id]["created_seq"])
+                          for w in writes},
+            new=frozenset(w.id for w in writes if w.created),
+        )
+        result = {o.subject.id: o for o in batch.outcomes}
+        inserts, updates = [], []
+        for w in writes:
+            o = result[w.id]
+            server = {"review_status": o.after, "flag_count": len(o.codes),
+                      "updated_seq": w.seq, "client_changed_seq": w.seq,
+                      "client_changed_device": device, "server_updated_at": now}
+            if w.created:
+                inserts.append({
+                    **w.values, **server, "id": w.id, "user_id": user_id, "created_seq": w.seq,
+                    "is_deleted": False, "deleted_at": None, "server_created_at": now,
+                    "client_revision": 1, "verified_taxon_id": None,
+                    "verified_phenophase_id": None,
+                })
             else:
-                row.update(upload_state="pending", client_changed_device=device)
-                for key in ("client_created_at", "client_updated_at"):
-                    row.pop(key, None)
-            rows.append(row)
-        columns = list(rows[0])
-        fields = model._meta.fields_map
-        dialect = self.conn.capabilities.dialect
-        marks = ", ".join(
-            f"${i}" if dialect == "postgres" else "?" for i in range(1, len(columns) + 1)
-        )
-        sql = (f'INSERT INTO "{model._meta.db_table}" ('
-               + ", ".join(f'"{c}"' for c in columns) + f") VALUES ({marks})")
-        converters = [(c, fields[c].to_db_value) for c in columns]
-        await self.conn.execute_many(
-            sql, [[convert(row[c], model) for c, convert in converters] for row in rows]
-        )
+                updates.append({**w.values, **server, "id": w.id})
+        await insert_many(conn, Observation, inserts)
+        await update_many(conn, Observation, "id", updates,
+                          extra='"client_revision" = "client_revision" + 1')
+        await settle(batch, conn)
 
-    async def delete(self, table: str, record_id: str, *, seq: int) -> None:
+    async def delete_many(self, table: str, record_ids: list[str], *, first_seq: int) -> None:
         model = Observation if table == "observations" else Photo
-        await model.filter(id=record_id).using_db(self.conn).update(
-            is_deleted=True, deleted_at=datetime.now(UTC), updated_seq=seq
-        )
+        now = datetime.now(UTC)
+        await update_many(self.conn, model, "id", [
+            {"is_deleted": True, "deleted_at": now, "updated_seq": first_seq + i, "id": rid}
+            for i, rid in enumerate(record_ids)
+        ])
 
     # --- pull -------------------------------------------------------------
     async def _observation_changes(
@@ -274,11 +299,16 @@ class OrmSyncStore:
         )
         flags = await flag_codes([r["id"] for r in rows if not r["is_deleted"]], self.conn)
         keep = ("id", *columns)
+        every: bool | None = None  # does this schema version take every column?
         out = []
         for r in rows:
             wire = observation_wire(r, flags.get(r["id"]))
+            if every is None:
+                every = set(keep) >= set(wire)
+            if not every:
+                wire = {k: v for k, v in wire.items() if k in keep}
             out.append({
-                **{k: v for k, v in wire.items() if k in keep},
+                **wire,
                 "_seq": int(r["updated_seq"]),
                 "_created_seq": int(r["created_seq"]),
                 "_deleted": bool(r["is_deleted"]),
@@ -306,78 +336,92 @@ class OrmSyncStore:
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]
     ) -> list[dict[str, Any]]:
-        conn = self.conn
-        wire: list[tuple[Any, dict[str, Any]]]
+        """Plain rows (no model instances) in every table: a page is hot."""
         if table == "observations":
             return await self._observation_changes(user_id, after, limit, columns)
-        elif table == "photos":
-            photos = await Photo.filter(user_id=user_id, updated_seq__gt=after).using_db(
-                conn
-            ).order_by("updated_seq").limit(limit)
-            wire = [(p, photo_wire(p)) for p in photos]
+        m = self._mark  # SQLite binds "?" in the order they appear
+        order = f"updated_seq > {m(2)} ORDER BY updated_seq LIMIT {m(3)}"
+        if table == "photos":
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM photos WHERE user_id = {m(1)} AND {order}",
+                [user_id, after, limit])
+            wire = [(r, photo_wire(_photo_row(r))) for r in rows]
         elif table == "projects":
             # Visibility is filtered in SQL, before the limit: a page must not
             # end early on rows this user cannot see.
-            members = await Membership.filter(user_id=user_id).using_db(conn).values_list(
-                "project_id", flat=True
-            )
-            projects = await Project.filter(
-                Q(is_open=True) | Q(id__in=list(members)), updated_seq__gt=after
-            ).using_db(conn).order_by("updated_seq").limit(limit)
-            wire = [(p, _project_wire(p)) for p in projects]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM projects WHERE (id IN (SELECT project_id FROM memberships "
+                f"WHERE user_id = {m(1)}) OR is_open = {m(2)}) AND updated_seq > {m(3)} "
+                f"ORDER BY updated_seq LIMIT {m(4)}",
+                [user_id, True, after, limit])
+            wire = [(r, _project_wire(r)) for r in rows]
         elif table == "taxa":
-            taxa = await Taxon.filter(updated_seq__gt=after).using_db(conn).order_by(
-                "updated_seq"
-            ).limit(limit)
-            wire = [(t, _taxon_wire(t)) for t in taxa]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM taxa WHERE {_reference_page(m)}", [after, limit])
+            wire = [(r, _taxon_wire(r)) for r in rows]
         else:
-            phases = await Phenophase.filter(updated_seq__gt=after).using_db(conn).order_by(
-                "updated_seq"
-            ).limit(limit)
-            wire = [(p, _phenophase_wire(p)) for p in phases]
+            rows = await self.conn.execute_query_dict(
+                f"SELECT * FROM phenophases WHERE {_reference_page(m)}", [after, limit])
+            wire = [(r, _phenophase_wire(r)) for r in rows]
         keep = ("id", *columns)
         return [
             {
                 **{k: v for k, v in record.items() if k in keep},
-                "_seq": row.updated_seq,
-                "_created_seq": row.created_seq,
-                "_deleted": row.is_deleted,
-                "_device": getattr(row, "client_changed_device", None),
+                "_seq": int(row["updated_seq"]),
+                "_created_seq": int(row["created_seq"]),
+                "_deleted": bool(row["is_deleted"]),
+                "_device": row.get("client_changed_device"),
             }
             for row, record in wire
         ]
 
 
-def _dt(value: Any) -> datetime | None:
-    """A timestamp as the driver returns it (SQLite: text, PostgreSQL: datetime)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+_dt = as_datetime
 
 
-def _project_wire(p: Project) -> dict[str, Any]:
+def _reference_page(mark: Any) -> str:
+    return f"updated_seq > {mark(1)} ORDER BY updated_seq LIMIT {mark(2)}"
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver returns it (text on both backends here)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _photo_row(r: Mapping[str, Any]) -> Any:
+    """A ``photos`` row with the attributes ``photo_wire`` reads."""
+    return SimpleNamespace(**{
+        **r, "upload_state": UploadState(r["upload_state"]), "exif": _json(r["exif"]),
+        "derivative_sizes": _json(r["derivative_sizes"]),
+        "exif_taken_at": _dt(r["exif_taken_at"]), "server_created_at": _dt(r["server_created_at"]),
+        "server_updated_at": _dt(r["server_updated_at"]),
+    })
+
+
+def _project_wire(p: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(p.id), "slug": p.slug, "name": p.name, "description": p.description,
-        "license": p.license, "min_latitude": p.min_latitude, "min_longitude": p.min_longitude,
-        "max_latitude": p.max_latitude, "max_longitude": p.max_longitude,
-        "agreements_required": p.agreements_required, "auto_accept": p.auto_accept,
-        "max_uncertainty_m": p.max_uncertainty_m, "is_open": p.is_open,
+        "id": str(p["id"]), "slug": p["slug"], "name": p["name"],
+        "description": p["description"], "license": p["license"],
+        "min_latitude": p["min_latitude"], "min_longitude": p["min_longitude"],
+        "max_latitude": p["max_latitude"], "max_longitude": p["max_longitude"],
+        "agreements_required": p["agreements_required"], "auto_accept": bool(p["auto_accept"]),
+        "max_uncertainty_m": p["max_uncertainty_m"], "is_open": bool(p["is_open"]),
     }
 
 
-def _taxon_wire(t: Taxon) -> dict[str, Any]:
+def _taxon_wire(t: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(t.id), "scientific_name": t.scientific_name, "rank": t.rank,
-        "vernacular_nl": t.vernacular_nl, "vernacular_en": t.vernacular_en,
-        "taxon_group": t.group, "sensitive": t.sensitive,
+        "id": str(t["id"]), "scientific_name": t["scientific_name"], "rank": t["rank"],
+        "vernacular_nl": t["vernacular_nl"], "vernacular_en": t["vernacular_en"],
+        "taxon_group": t["group"], "sensitive": bool(t["sensitive"]),
     }
 
 
-def _phenophase_wire(p: Phenophase) -> dict[str, Any]:
+def _phenophase_wire(p: Mapping[str, Any]) -> dict[str, Any]:
+    intensity = _json(p["intensity"])
     return {
-        "id": str(p.id), "code": p.code, "name": p.name, "definition": p.definition,
-        "ppo_iri": p.ppo_iri, "groups": json.dumps(p.groups or []),
-        "intensity": json.dumps(p.intensity) if p.intensity else None,
+        "id": str(p["id"]), "code": p["code"], "name": p["name"],
+        "definition": p["definition"], "ppo_iri": p["ppo_iri"],
+        "groups": json.dumps(_json(p["groups"]) or []),
+        "intensity": json.dumps(intensity) if intensity else None,
     }
-

@@ -138,7 +138,15 @@ async def _push_table(
     ids = [r["id"] for r in raws if isinstance(r.get("id"), str) and CLIENT_ID.match(r["id"])]
     ids += [i for i in section.get("deleted", []) if CLIENT_ID.match(i)]
     stored = await store.load(table, sorted(set(ids)))
-    # A photo may point at an observation created earlier in this batch.
+    # A photo may point at an observation created earlier in this push
+    # (observations are written first): their owners, in one query.
+    owners: dict[str, StoredRecord] = {}
+    if table == "photos":
+        owners = await store.load("observations", sorted({
+            r["observation_id"] for r in raws
+            if isinstance(r, dict) and isinstance(r.get("observation_id"), str)
+            and CLIENT_ID.match(r["observation_id"])
+        }))
     for raw in raws:
         rid = raw.get("id")
         try:
@@ -147,7 +155,7 @@ async def _push_table(
                 raise RecordRejected(Rejection.INVALID_RECORD,
                                      f"The id {rid} appears twice in this push.")
             seen.add(rid)
-            values = await _canonical(store, reference, table, raw, user_id, now)
+            values = _canonical(owners, reference, table, raw, user_id, now)
         except RecordRejected as rejected:
             result.add(table, _reject(rid, rejected.code, rejected.message, rejected.details))
             continue
@@ -177,10 +185,9 @@ async def _push_table(
     for write in batch:
         result.add(table, RecordResult(write.id, APPLIED))
     seq += len(batch)
+    await store.delete_many(table, deletes, first_seq=seq)
     for rid in deletes:
-        await store.delete(table, rid, seq=seq)
         result.add(table, RecordResult(rid, APPLIED))
-        seq += 1
 
 
 def _decide(current: StoredRecord | None, values: dict[str, Any], *, user_id: int,
@@ -211,12 +218,11 @@ def _decide(current: StoredRecord | None, values: dict[str, Any], *, user_id: in
     return None
 
 
-async def _canonical(store: PushStore, ref: ReferenceData, table: str, raw: dict[str, Any],
-                     user_id: int, now: datetime) -> dict[str, Any]:
+def _canonical(owners: dict[str, StoredRecord], ref: ReferenceData, table: str,
+               raw: dict[str, Any], user_id: int, now: datetime) -> dict[str, Any]:
     if table == "photos":
         values = canonical_photo(raw)
-        owner = await store.load("observations", [values["observation_id"]])
-        obs = owner.get(values["observation_id"])
+        obs = owners.get(values["observation_id"])
         if obs is None or obs.user_id != user_id or obs.is_deleted:
             raise RecordRejected(Rejection.UNKNOWN_OBSERVATION,
                                  "Push the photo's observation first (or in the same batch).")

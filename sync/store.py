@@ -71,7 +71,9 @@ class PushStore(Protocol):
         """Write records (creates in one statement; updates keep server-owned columns)."""
         ...
 
-    async def delete(self, table: str, record_id: str, *, seq: int) -> None: ...
+    async def delete_many(self, table: str, record_ids: list[str], *, first_seq: int) -> None:
+        """Mark the records deleted, the n-th with number ``first_seq + n``."""
+        ...
 
 
 class PullStore(Protocol):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
+
+from server.models.rows import insert_many
 
 
 class AuditEvent(Model):
@@ -42,3 +45,16 @@ async def record(
         data=data or {},
         using_db=using_db,
     )
+
+
+async def record_many(
+    events: list[tuple[str, str, object, dict[str, Any]]], *, using_db: Any
+) -> None:
+    """Append many events without an actor, ``(action, entity, entity_id, data)``
+    each, in one statement (a sync push audits every status its checks move)."""
+    now = datetime.now(UTC)
+    await insert_many(using_db, AuditEvent, [
+        {"actor_id": None, "action": action, "entity": entity, "entity_id": str(entity_id),
+         "data": data, "created_at": now}
+        for action, entity, entity_id, data in events
+    ])

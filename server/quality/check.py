@@ -1,5 +1,11 @@
 """What a quality check is: a stable code, a title and an explanation for
-people, and a function that looks at one observation and may find a problem."""
+people, and a function that looks at one observation and may find a problem.
+
+Checks run on a batch (a sync push of 500 records, a re-check): ``run`` is a
+plain function of one observation and the batch's context, and a check that
+needs the database has a ``prepare`` that loads what it needs for the whole
+batch with one query, into the context, before any ``run``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from server.models.observations import Observation
+from server.models.reference import Phenophase, Project, Taxon
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,37 @@ class Finding:
 
 
 @dataclass
+class Subject:
+    """An observation as the checks see it: its stored (or about to be stored)
+    values and its project, taxon and phenophase."""
+
+    id: str
+    user_id: int
+    project: Project
+    taxon: Taxon
+    phenophase: Phenophase
+    status: str
+    intensity: str | None
+    observed_at: datetime  # UTC
+    observed_utc_offset_min: int
+    latitude: float
+    longitude: float
+    coordinate_uncertainty_m: float | None
+    client_created_at: datetime | None
+    server_created_at: datetime | None
+    review_status: str
+    flag_count: int
+
+    @property
+    def taxon_id(self) -> int:
+        return int(self.taxon.id)
+
+    @property
+    def phenophase_id(self) -> int:
+        return int(self.phenophase.id)
+
+
+@dataclass
 class CheckContext:
     """Shared by the checks of one run: the connection, the time, caches."""
 
@@ -29,11 +66,17 @@ class CheckContext:
     now: datetime
     # (taxon id, phenophase id) -> day-of-year sample of verified observations
     season_samples: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    # (taxon id, phenophase id) -> the season learned from that sample
+    seasons: dict[tuple[int, int], Any] = field(default_factory=dict)
+    # observation id -> stored observations of the opposite status that may
+    # conflict with it (same observer, taxon and phenophase, around that day)
+    status_candidates: dict[str, list[Any]] = field(default_factory=dict)
     # Other observations a finding involves (conflicting status): re-checked too.
     partners: set[str] = field(default_factory=set)
 
 
-Run = Callable[[Observation, CheckContext], Awaitable[Finding | None]]
+Run = Callable[[Subject, CheckContext], Finding | None]
+Prepare = Callable[[list[Subject], CheckContext], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -43,9 +86,11 @@ class Check:
     explanation: str
     # None for checks whose flags another part writes (photo processing).
     run: Run | None = None
+    # Loads what ``run`` needs from the database, once per batch.
+    prepare: Prepare | None = None
 
 
-def local_time(observation: Observation) -> datetime:
+def local_time(observation: Any) -> datetime:
     """The observer's wall-clock time (observed_at is stored in UTC)."""
     return observation.observed_at + timedelta(minutes=observation.observed_utc_offset_min)
 

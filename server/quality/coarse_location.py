@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding
+from server.quality.check import Check, CheckContext, Finding, Subject
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     limit = obs.project.max_uncertainty_m
     uncertainty = obs.coordinate_uncertainty_m
     if uncertainty is None or limit is None or uncertainty <= limit:

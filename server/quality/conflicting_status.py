@@ -3,36 +3,138 @@ taxon and phenophase at the same place on the same (local) day."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from schemas.observation import Status
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding, distance_m, local_time
+from server.quality.check import Check, CheckContext, Finding, Subject, distance_m, local_time
 
 SAME_PLACE_M = 100.0
+# Degrees of latitude (and, scaled, of longitude) around a record that hold
+# every point within SAME_PLACE_M (0.0009 degrees), with room to spare: the
+# query narrows candidates with them, the exact distance decides.
+_LAT_MARGIN = 0.002
+# Query rows per query (11 parameters each; PostgreSQL allows 32,767).
+_CHUNK = 1000
 
 
+class Other(NamedTuple):
+    id: str
+    status: str
+    observed_at: datetime
+    observed_utc_offset_min: int
+    latitude: float
+    longitude: float
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def _day(obs: Any) -> date:
+    return local_time(obs).date()
+
+
+def _opposite(status: str) -> str:
+    return "no" if status == Status.YES else "yes"
+
+
+def _window(day: date, tz: Any) -> tuple[datetime, datetime]:
+    """The UTC instants whose local date may be ``day``, whatever the record's
+    UTC offset (under 24 h): 72 hours."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=tz)
+    return start - timedelta(days=1), start + timedelta(days=2)
+
+
+def _box(subjects: list[Subject]) -> tuple[float, float, float, float]:
+    """Latitudes and longitudes around the subjects that hold every point
+    within SAME_PLACE_M of one of them."""
+    lat0 = min(s.latitude for s in subjects) - _LAT_MARGIN
+    lat1 = max(s.latitude for s in subjects) + _LAT_MARGIN
+    reach = max(abs(lat0), abs(lat1))
+    lon0, lon1 = -1000.0, 1000.0
+    if reach < 89.0:
+        margin = _LAT_MARGIN / math.cos(math.radians(reach))
+        west = min(s.longitude for s in subjects) - margin
+        east = max(s.longitude for s in subjects) + margin
+        if -180.0 < west and east < 180.0:
+            lon0, lon1 = west, east
+    return lat0, lat1, lon0, lon1
+
+
+async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
+    """One query for the batch: the stored records of the opposite status on
+    the subjects' local days near them (one row of the query per observer,
+    taxon, phenophase, status and day).  Records of the batch itself are
+    matched in memory (their stored version may be older than the one
+    being checked)."""
+    groups: dict[tuple[Any, ...], list[Subject]] = defaultdict(list)
+    for s in subjects:
+        if s.status != Status.UNKNOWN:
+            groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), _day(s))].append(s)
+    batch = {s.id for s in subjects}
+    postgres = ctx.conn.capabilities.dialect == "postgres"
+    # PostgreSQL types the VALUES columns from the first row's casts.
+    casts = ("::int", "::int", "::int", "::varchar", "::date", "::timestamptz",
+             "::timestamptz", "::float8", "::float8", "::float8", "::float8")
+    keys = list(groups)
+    found: dict[tuple[Any, ...], list[Other]] = defaultdict(list)
+    for first in range(0, len(keys), _CHUNK):
+        chunk = keys[first:first + _CHUNK]
+        values: list[Any] = []
+        for user_id, taxon_id, phenophase_id, status, day in chunk:
+            members = groups[(user_id, taxon_id, phenophase_id, status, day)]
+            values += [user_id, taxon_id, phenophase_id, _opposite(status),
+                       day if postgres else day.isoformat(),
+                       *_window(day, members[0].observed_at.tzinfo), *_box(members)]
+        width = len(casts)
+        if postgres:
+            rows = ", ".join(
+                "(" + ", ".join(f"${i * width + j + 1}{casts[j] if i == 0 else ''}"
+                                for j in range(width)) + ")"
+                for i in range(len(chunk)))
+            deleted = f"${len(values) + 1}"
+        else:
+            rows = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
+            deleted = "?"
+        values.append(False)
+        sql = (
+            "WITH b (user_id, taxon_id, phenophase_id, status, day, t0, t1, lat0, lat1, "
+            f"lon0, lon1) AS (VALUES {rows}) "
+            "SELECT b.user_id AS k_user, b.taxon_id AS k_taxon, b.phenophase_id AS k_phase, "
+            "b.status AS k_status, b.day AS k_day, o.id, o.status, o.observed_at, "
+            "o.observed_utc_offset_min, o.latitude, o.longitude FROM b JOIN observations o "
+            "ON o.taxon_id = b.taxon_id AND o.phenophase_id = b.phenophase_id "
+            "AND o.observed_at >= b.t0 AND o.observed_at < b.t1 "
+            "AND o.user_id = b.user_id AND o.status = b.status "
+            "AND o.latitude >= b.lat0 AND o.latitude <= b.lat1 "
+            f"AND o.longitude >= b.lon0 AND o.longitude <= b.lon1 AND o.is_deleted = {deleted}"
+        )
+        for r in await ctx.conn.execute_query_dict(sql, values):
+            if r["id"] in batch:
+                continue
+            observed = r["observed_at"]
+            if not isinstance(observed, datetime):
+                observed = datetime.fromisoformat(str(observed))
+            other = Other(r["id"], str(r["status"]), observed, int(r["observed_utc_offset_min"]),
+                          float(r["latitude"]), float(r["longitude"]))
+            day = r["k_day"] if isinstance(r["k_day"], date) else date.fromisoformat(r["k_day"])
+            if _day(other) == day:
+                found[(int(r["k_user"]), int(r["k_taxon"]), int(r["k_phase"]),
+                       str(r["k_status"]), day)].append(other)
+    for (user_id, taxon_id, phenophase_id, status, day), members in groups.items():
+        wanted = _opposite(status)
+        stored = found.get((user_id, taxon_id, phenophase_id, wanted, day), [])
+        same_day = groups.get((user_id, taxon_id, phenophase_id, wanted, day), [])
+        for s in members:
+            ctx.status_candidates[s.id] = [*stored, *same_day]
+
+
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.status == Status.UNKNOWN:
         return None
-    day = local_time(obs).date()
-    # Only the opposite status can conflict: asking for it alone keeps a push
-    # of many same-day records of one site linear, not quadratic.
-    opposite = Status.NO if obs.status == Status.YES else Status.YES
-    candidates = await Observation.filter(
-        user_id=obs.user_id,  # type: ignore[attr-defined]
-        taxon_id=obs.taxon_id,  # type: ignore[attr-defined]
-        phenophase_id=obs.phenophase_id,  # type: ignore[attr-defined]
-        status=opposite,
-        observed_at__gte=obs.observed_at - timedelta(days=2),
-        observed_at__lte=obs.observed_at + timedelta(days=2),
-        is_deleted=False,
-    ).exclude(id=obs.id).using_db(ctx.conn)
+    day = _day(obs)
     conflicts = [
-        other for other in candidates
-        if local_time(other).date() == day
+        other for other in ctx.status_candidates.get(obs.id, [])
+        if _day(other) == day
         and distance_m(obs.latitude, obs.longitude, other.latitude, other.longitude)
         <= SAME_PLACE_M
     ]
@@ -55,4 +157,5 @@ CHECK = Check(
     "same place on the same day. One of them may be a different plant or a mis-tap; look "
     "at both records (listed under the observer's recent records).",
     run,
+    prepare,
 )

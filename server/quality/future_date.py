@@ -6,11 +6,10 @@ within that day of clock-skew tolerance the record is kept but flagged.
 
 from __future__ import annotations
 
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding
+from server.quality.check import Check, CheckContext, Finding, Subject
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     received = obs.server_created_at or ctx.now
     if obs.observed_at <= received:
         return None

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding
+from server.quality.check import Check, CheckContext, Finding, Subject
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATE_ENTRY = timedelta(days=366)
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.observed_at < EARLIEST:
         return Finding(
             CHECK.code,

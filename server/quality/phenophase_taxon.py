@@ -6,11 +6,10 @@ changes under stored records (a phenophase's taxon groups are edited).
 
 from __future__ import annotations
 
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding
+from server.quality.check import Check, CheckContext, Finding, Subject
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.phenophase.applies_to(obs.taxon):
         return None
     return Finding(

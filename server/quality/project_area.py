@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding
+from server.quality.check import Check, CheckContext, Finding, Subject
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     project = obs.project
     if project.contains(obs.latitude, obs.longitude):
         return None

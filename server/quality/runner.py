@@ -1,18 +1,83 @@
-"""Run the registered checks on observations and write what they find."""
+"""Run the registered checks on observations and write what they find.
+
+The checks run on a batch at once: reference data is loaded once, a check
+that needs the database asks it once for the whole batch (``Check.prepare``),
+and the flags, review-queue rows, observation columns and audit events are
+written with one statement each.  The sync push calls ``evaluate`` before it
+writes its records (so that each row is written once, with its review
+status) and ``settle`` after; everything else calls ``run_checks``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from schemas.observation import ReviewStatus
 from server.models import audit
 from server.models.observations import Observation, QualityFlag
+from server.models.reference import Phenophase, Project, Taxon
+from server.models.rows import (
+    as_datetime,
+    delete_in,
+    insert_many,
+    select_in,
+    update_many,
+)
 from server.models.sequence import next_seq
-from server.quality.check import CheckContext, Finding
+from server.quality.check import CheckContext, Finding, Subject
 from server.quality.registry import CHECKS, OWN_CODES
 from server.review import queue, states
+
+
+@dataclass
+class Outcome:
+    """What the checks found for one observation, and what must be written."""
+
+    subject: Subject
+    created_seq: int
+    codes: list[str]  # every open flag code after the checks
+    before: str  # review status
+    after: str
+    changed: bool  # flags, flag count or review status moved
+    new_flags: list[Finding] = field(default_factory=list)
+    gone_flags: list[int] = field(default_factory=list)  # flag row ids
+    reworded: list[tuple[int, Finding]] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """The outcomes of one ``evaluate``, with its context (partners found)."""
+
+    outcomes: list[Outcome]
+    ctx: CheckContext
+    edited: bool
+    new: frozenset[str] = frozenset()  # ids created in this transaction
+
+
+@dataclass
+class References:
+    """Projects, taxa and phenophases by id, as model instances."""
+
+    projects: dict[int, Project]
+    taxa: dict[int, Taxon]
+    phenophases: dict[int, Phenophase]
+
+    @classmethod
+    async def load(cls, conn: BaseDBAsyncClient, project_ids: Iterable[int],
+                   taxon_ids: Iterable[int], phenophase_ids: Iterable[int]) -> References:
+        async def by_id(model: Any, ids: Iterable[int]) -> dict[int, Any]:
+            wanted = sorted(set(ids))
+            if not wanted:
+                return {}
+            return {r.id: r for r in await model.filter(id__in=wanted).using_db(conn)}
+
+        return cls(await by_id(Project, project_ids), await by_id(Taxon, taxon_ids),
+                   await by_id(Phenophase, phenophase_ids))
 
 
 async def run_checks(
@@ -26,86 +91,152 @@ async def run_checks(
     Otherwise (a re-check) only flags, counts and auto-acceptance move.
     Server-owned changes take a new sync number so that devices pull them,
     unless ``seq`` is given: the number (or, per id, the numbers) the caller's
-    write of these records took in this transaction (the push), which covers
-    the flags too.
+    write of these records took in this transaction, which covers the flags too.
     ``client_changed_seq`` is never touched, so they never conflict.
     """
-    ctx = CheckContext(conn, now or datetime.now(UTC))
+    now = now or datetime.now(UTC)
     ids = sorted(set(observation_ids))
-    changed = await _check(ids, ctx, edited=edited, seq=seq)
-    # Records a finding involves (the other half of a conflicting status)
-    # get the flag too, once: their own re-check adds no further partners.
-    partners = sorted(ctx.partners - set(ids))
-    if partners:
-        changed += await _check(partners, CheckContext(conn, ctx.now), edited=False)
-    return changed
+    subjects, created = await _stored(ids, conn)
+    batch = await evaluate(subjects, conn, now=now, edited=edited, created_seqs=created)
+    changed = [o for o in batch.outcomes if o.changed]
+    given = seq if isinstance(seq, Mapping) else {o.subject.id: seq for o in changed
+                                                 if seq is not None}
+    fresh = [o for o in changed if o.subject.id not in given]
+    first = await next_seq(conn, len(fresh)) - len(fresh) + 1 if fresh else 0
+    numbers = {**{o.subject.id: first + i for i, o in enumerate(fresh)}, **given}
+    await update_many(conn, Observation, "id", [
+        {"flag_count": len(o.codes), "review_status": o.after,
+         "updated_seq": numbers[o.subject.id], "server_updated_at": now, "id": o.subject.id}
+        for o in changed
+    ])
+    return [o.subject.id for o in changed] + await settle(batch, conn)
 
 
-async def _check(ids: list[str], ctx: CheckContext, *, edited: bool,
-                 seq: int | Mapping[str, int] | None = None) -> list[str]:
-    conn = ctx.conn
-    observations = await Observation.filter(id__in=ids, is_deleted=False).using_db(
-        conn
-    ).select_related("project", "taxon", "phenophase")
-    if not observations:
-        return []
-    existing: dict[str, dict[str, QualityFlag]] = {}
-    for flag in await QualityFlag.filter(observation_id__in=ids).using_db(conn):
-        existing.setdefault(flag.observation_id, {})[flag.code] = flag  # type: ignore[attr-defined]
-    changed: list[tuple[Observation, str, list[str]]] = []
-    for obs in observations:
+async def _stored(ids: list[str], conn: BaseDBAsyncClient
+                  ) -> tuple[list[Subject], dict[str, int]]:
+    rows = await select_in(conn, "*", "observations", "id", ids)
+    rows = [r for r in rows if not r["is_deleted"]]
+    refs = await References.load(conn, (r["project_id"] for r in rows),
+                                 (r["taxon_id"] for r in rows),
+                                 (r["phenophase_id"] for r in rows))
+    subjects = [subject(r, refs) for r in sorted(rows, key=lambda r: r["id"])]
+    return subjects, {r["id"]: int(r["created_seq"]) for r in rows}
+
+
+def subject(r: Mapping[str, Any], refs: References) -> Subject:
+    """A subject from a plain ``observations`` row (or the values about to be one)."""
+    return Subject(
+        id=r["id"], user_id=int(r["user_id"]), project=refs.projects[r["project_id"]],
+        taxon=refs.taxa[r["taxon_id"]], phenophase=refs.phenophases[r["phenophase_id"]],
+        status=str(r["status"]), intensity=r["intensity"],
+        observed_at=as_datetime(r["observed_at"]),  # type: ignore[arg-type]
+        observed_utc_offset_min=int(r["observed_utc_offset_min"]),
+        latitude=float(r["latitude"]), longitude=float(r["longitude"]),
+        coordinate_uncertainty_m=(None if r["coordinate_uncertainty_m"] is None
+                                  else float(r["coordinate_uncertainty_m"])),
+        client_created_at=as_datetime(r["client_created_at"]),
+        server_created_at=as_datetime(r["server_created_at"]),
+        review_status=str(r["review_status"]), flag_count=int(r["flag_count"]),
+    )
+
+
+async def evaluate(subjects: list[Subject], conn: BaseDBAsyncClient, *, now: datetime,
+                   edited: bool, created_seqs: Mapping[str, int],
+                   new: frozenset[str] = frozenset()) -> Batch:
+    """Run every check on the subjects; decide flags and review status.
+
+    Writes nothing.  ``new`` are ids not stored yet (no flags to look up).
+    """
+    ctx = CheckContext(conn, now)
+    for check in CHECKS:
+        if check.prepare is not None:
+            await check.prepare(subjects, ctx)
+    existing: dict[str, dict[str, dict[str, Any]]] = {}
+    for flag in await select_in(conn, "id, observation_id, code, message, details",
+                                "quality_flags", "observation_id",
+                                [s.id for s in subjects if s.id not in new]):
+        existing.setdefault(flag["observation_id"], {})[flag["code"]] = flag
+    outcomes = []
+    for s in subjects:
         findings: dict[str, Finding] = {}
         for check in CHECKS:
             assert check.run is not None
-            found = await check.run(obs, ctx)
+            found = check.run(s, ctx)
             if found is not None:
                 findings[found.code] = found
-        current = existing.get(obs.id, {})
-        flags_moved = await _write_flags(obs, current, findings, conn)
+        current = existing.get(s.id, {})
+        gone = [int(f["id"]) for code, f in current.items()
+                if code in OWN_CODES and code not in findings]
+        added = [f for code, f in findings.items() if code not in current]
+        reworded = [
+            (int(current[code]["id"]), f) for code, f in findings.items()
+            if code in current
+            and (current[code]["message"], _details(current[code]["details"]))
+            != (f.message, f.details)
+        ]
         codes = sorted((set(current) - OWN_CODES) | set(findings))
-        before = obs.review_status
-        after = states.after_checks(before, len(codes), auto_accept=obs.project.auto_accept,
-                                    edited=edited)
-        if flags_moved or after != before or obs.flag_count != len(codes):
-            obs.flag_count = len(codes)
-            obs.review_status = after
-            changed.append((obs, str(before), codes))
-        await queue.sync_item(obs, conn)
-    if changed:
-        given = seq if isinstance(seq, Mapping) else {o.id: seq for o, _, _ in changed
-                                                     if seq is not None}
-        fresh = [o for o, _, _ in changed if o.id not in given]
-        first = await next_seq(conn, len(fresh)) - len(fresh) + 1 if fresh else 0
-        numbers = {**{o.id: first + i for i, o in enumerate(fresh)}, **given}
-        for obs, was, codes in changed:
-            number = numbers[obs.id]
-            obs.updated_seq = number
-            await obs.save(using_db=conn, update_fields=[
-                "flag_count", "review_status", "verified_taxon_id", "verified_phenophase_id",
-                "updated_seq", "server_updated_at",
-            ])
-            if was != str(obs.review_status):
-                await audit.record(
-                    "review.status_changed", "observation", obs.id, using_db=conn,
-                    data={"from": was, "to": str(obs.review_status),
-                          "reason": "edited" if edited else "quality checks", "flags": codes},
-                )
-    return [obs.id for obs, _, _ in changed]
+        after = states.after_checks(s.review_status, len(codes),
+                                    auto_accept=s.project.auto_accept, edited=edited)
+        changed = bool(gone or added) or after != s.review_status or s.flag_count != len(codes)
+        outcomes.append(Outcome(s, created_seqs[s.id], codes, str(s.review_status), str(after),
+                                changed, added, gone, reworded))
+    return Batch(outcomes, ctx, edited, new)
 
 
-async def _write_flags(obs: Observation, current: dict[str, QualityFlag],
-                       findings: dict[str, Finding], conn: BaseDBAsyncClient) -> bool:
-    """Add, refresh and remove this module's flags; True when the set of codes moved."""
-    gone = [f.id for code, f in current.items() if code in OWN_CODES and code not in findings]
-    if gone:
-        await QualityFlag.filter(id__in=gone).using_db(conn).delete()
-    new = [QualityFlag(observation_id=obs.id, code=f.code, message=f.message, details=f.details)
-           for code, f in findings.items() if code not in current]
-    if new:
-        await QualityFlag.bulk_create(new, using_db=conn)
-    for code, f in findings.items():
-        old = current.get(code)
-        if old is not None and (old.message, old.details) != (f.message, f.details):
-            old.message, old.details = f.message, f.details
-            await old.save(using_db=conn, update_fields=["message", "details"])
-    return bool(gone or new)
+def _details(value: Any) -> Any:
+    if isinstance(value, (str, bytes)):
+        return QualityFlag._meta.fields_map["details"].to_python_value(value)
+    return value
+
+
+async def settle(batch: Batch, conn: BaseDBAsyncClient) -> list[str]:
+    """Write what ``evaluate`` decided, once the observations are stored with
+    their new flag count and review status: flags, review-queue rows, audit
+    events.  Then re-check the other halves of conflicting statuses (once:
+    their own re-check adds no further partners).  Returns the partners'
+    ids whose flags or status changed."""
+    outcomes = batch.outcomes
+    await delete_in(conn, QualityFlag, "id", [i for o in outcomes for i in o.gone_flags])
+    now = batch.ctx.now
+    await insert_many(conn, QualityFlag, [
+        {"observation_id": o.subject.id, "code": f.code, "message": f.message,
+         "details": f.details, "created_at": now}
+        for o in outcomes for f in o.new_flags
+    ])
+    await update_many(conn, QualityFlag, "id", [
+        {"message": f.message, "details": f.details, "id": flag_id}
+        for o in outcomes for flag_id, f in o.reworded
+    ])
+    await queue.sync_items([
+        queue.Entry(o.subject.id, o.after == ReviewStatus.NEEDS_REVIEW, o.subject.project.id,
+                    o.subject.taxon_id, o.subject.phenophase_id, o.subject.user_id,
+                    -len(o.codes), o.created_seq)
+        for o in outcomes
+    ], conn, new=batch.new)
+    await audit.record_many([
+        ("review.status_changed", "observation", o.subject.id,
+         {"from": o.before, "to": o.after,
+          "reason": "edited" if batch.edited else "quality checks", "flags": o.codes})
+        for o in outcomes if o.changed and o.before != o.after
+    ], using_db=conn)
+    ids = {o.subject.id for o in outcomes}
+    partners = sorted(batch.ctx.partners - ids)
+    if not partners:
+        return []
+    return await run_checks_once(partners, conn, now)
+
+
+async def run_checks_once(ids: list[str], conn: BaseDBAsyncClient, now: datetime) -> list[str]:
+    """A re-check that does not follow its own partners."""
+    subjects, created = await _stored(ids, conn)
+    batch = await evaluate(subjects, conn, now=now, edited=False, created_seqs=created)
+    changed = [o for o in batch.outcomes if o.changed]
+    first = await next_seq(conn, len(changed)) - len(changed) + 1 if changed else 0
+    await update_many(conn, Observation, "id", [
+        {"flag_count": len(o.codes), "review_status": o.after, "updated_seq": first + i,
+         "server_updated_at": now, "id": o.subject.id}
+        for i, o in enumerate(changed)
+    ])
+    batch.ctx.partners.clear()
+    await settle(batch, conn)
+    return [o.subject.id for o in changed]

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from schemas.observation import ReviewStatus, Status
 from server.models.observations import Observation
-from server.quality.check import Check, CheckContext, Finding, local_time
+from server.quality.check import Check, CheckContext, Finding, Subject, local_time
 
 MIN_SAMPLES = 20
 # The newest verified observations are the sample (seasons shift over decades).
@@ -56,37 +58,43 @@ def season(days: list[float]) -> Season:
     return Season((reference + median) % YEAR, max(MAD_TO_SD * mad, MIN_SCALE_DAYS), len(days))
 
 
-def day_of_year(obs: Observation) -> int:
+def day_of_year(obs: Any) -> int:
     return local_time(obs).timetuple().tm_yday
 
 
-async def sample(ctx: CheckContext, taxon_id: int, phenophase_id: int) -> list[float]:
-    key = (taxon_id, phenophase_id)
-    if key not in ctx.season_samples:
-        rows = await Observation.filter(
-            taxon_id=taxon_id, phenophase_id=phenophase_id, status=Status.YES,
-            review_status=ReviewStatus.VERIFIED, is_deleted=False,
-        ).using_db(ctx.conn).order_by("-observed_at").limit(MAX_SAMPLES).values_list(
-            "observed_at", "observed_utc_offset_min", "verified_taxon_id",
-            "verified_phenophase_id",
-        )
-        days = []
-        for observed_at, offset_min, vt, vp in rows:
-            if vt not in (None, taxon_id) or vp not in (None, phenophase_id):
-                continue  # a reviewer moved it to another taxon or phenophase
-            probe = Observation(observed_at=observed_at, observed_utc_offset_min=offset_min)
-            days.append(float(day_of_year(probe)))
-        ctx.season_samples[key] = days
-    return ctx.season_samples[key]
+async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
+    """One query per (taxon, phenophase) of the batch: the verified sample."""
+    for key in sorted({(s.taxon_id, s.phenophase_id) for s in subjects
+                       if s.status == Status.YES}):
+        if key not in ctx.season_samples:
+            days = ctx.season_samples[key] = await _sample(ctx, *key)
+            if len(days) >= MIN_SAMPLES:
+                ctx.seasons[key] = season(days)
 
 
-async def run(obs: Observation, ctx: CheckContext) -> Finding | None:
+async def _sample(ctx: CheckContext, taxon_id: int, phenophase_id: int) -> list[float]:
+    rows = await Observation.filter(
+        taxon_id=taxon_id, phenophase_id=phenophase_id, status=Status.YES,
+        review_status=ReviewStatus.VERIFIED, is_deleted=False,
+    ).using_db(ctx.conn).order_by("-observed_at").limit(MAX_SAMPLES).values_list(
+        "observed_at", "observed_utc_offset_min", "verified_taxon_id",
+        "verified_phenophase_id",
+    )
+    days = []
+    for observed_at, offset_min, vt, vp in rows:
+        if vt not in (None, taxon_id) or vp not in (None, phenophase_id):
+            continue  # a reviewer moved it to another taxon or phenophase
+        local = observed_at + timedelta(minutes=offset_min)
+        days.append(float(local.timetuple().tm_yday))
+    return days
+
+
+def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.status != Status.YES:
         return None  # "not seen" in any season is information, not doubt
-    days = await sample(ctx, obs.taxon_id, obs.phenophase_id)  # type: ignore[attr-defined]
-    if len(days) < MIN_SAMPLES:
-        return None
-    found = season(days)
+    found = ctx.seasons.get((obs.taxon_id, obs.phenophase_id))
+    if found is None:
+        return None  # fewer than MIN_SAMPLES verified records: not judged
     day = day_of_year(obs)
     off = offset(day, found.center)
     score = abs(off) / found.scale
@@ -112,4 +120,5 @@ CHECK = Check(
     "Early and late records are valuable when they are right: check the photo and the "
     "taxon before rejecting.",
     run,
+    prepare,
 )

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from schemas.observation import ReviewStatus
 from server.models.observations import Observation
-from server.models.review import ReviewDecision, ReviewQueueItem
+from server.models.review import ReviewQueueItem
+from server.models.rows import delete_in, insert_many, placeholders, select_in, update_many
 from server.review.sql import Sql
 
 # How many times a claim looks again when other reviewers took its candidates.
@@ -51,29 +53,72 @@ class Scope:
     expert_projects: frozenset[int]
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What the queue needs of an observation: whether it waits for review,
+    and the columns the queue copies."""
+
+    observation_id: str
+    waiting: bool  # needs_review and not deleted
+    project_id: int
+    taxon_id: int
+    phenophase_id: int
+    observer_id: int
+    flag_order: int  # minus the flag count
+    created_seq: int
+
+    def copied(self) -> dict[str, Any]:
+        return {"project_id": self.project_id, "taxon_id": self.taxon_id,
+                "phenophase_id": self.phenophase_id, "observer_id": self.observer_id,
+                "flag_order": self.flag_order, "created_seq": self.created_seq}
+
+
+def entry(obs: Observation) -> Entry:
+    return Entry(
+        obs.id, obs.review_status == ReviewStatus.NEEDS_REVIEW and not obs.is_deleted,
+        obs.project_id, obs.taxon_id, obs.phenophase_id,  # type: ignore[attr-defined]
+        obs.user_id, -obs.flag_count, obs.created_seq,  # type: ignore[attr-defined]
+    )
+
+
 async def sync_item(obs: Observation, conn: BaseDBAsyncClient) -> None:
-    """Make the queue agree with the observation: a row exactly while it needs review."""
-    item = await ReviewQueueItem.get_or_none(observation_id=obs.id, using_db=conn)
-    if obs.review_status != ReviewStatus.NEEDS_REVIEW or obs.is_deleted:
-        if item is not None:
-            await item.delete(using_db=conn)
-        return
-    values: dict[str, Any] = {
-        "project_id": obs.project_id,  # type: ignore[attr-defined]
-        "taxon_id": obs.taxon_id,  # type: ignore[attr-defined]
-        "phenophase_id": obs.phenophase_id,  # type: ignore[attr-defined]
-        "observer_id": obs.user_id,  # type: ignore[attr-defined]
-        "flag_order": -obs.flag_count,
-        "created_seq": obs.created_seq,
-    }
-    if item is None:
-        last = await ReviewDecision.filter(observation_id=obs.id).using_db(conn).order_by(
-            "-round"
-        ).first().values_list("round", flat=True)
-        await ReviewQueueItem.create(observation_id=obs.id, round=int(last or 0) + 1,  # type: ignore[arg-type]
-                                     **values, using_db=conn)
-    elif any(getattr(item, k) != v for k, v in values.items()):
-        await ReviewQueueItem.filter(id=item.id).using_db(conn).update(**values)
+    """Make the queue agree with one observation."""
+    await sync_items([entry(obs)], conn)
+
+
+async def sync_items(entries: list[Entry], conn: BaseDBAsyncClient, *,
+                     new: frozenset[str] = frozenset()) -> None:
+    """Make the queue agree with the observations: a row exactly while one
+    needs review.  A few statements for the whole batch; ``new`` are ids of
+    observations created in this transaction (no queue row, no decisions)."""
+    known = [e.observation_id for e in entries if e.observation_id not in new]
+    items = {r["observation_id"]: r for r in await select_in(
+        conn, "id, observation_id, project_id, taxon_id, phenophase_id, observer_id, "
+        "flag_order, created_seq", "review_queue", "observation_id", known)}
+    gone = [items[e.observation_id]["id"] for e in entries
+            if not e.waiting and e.observation_id in items]
+    await delete_in(conn, ReviewQueueItem, "id", gone)
+    entering = [e for e in entries if e.waiting and e.observation_id not in items]
+    rounds: dict[str, int] = {}
+    asked = [e.observation_id for e in entering if e.observation_id not in new]
+    if asked:
+        sql = ("SELECT observation_id, MAX(round) AS last FROM review_decisions WHERE "
+               f"observation_id IN ({placeholders(conn, len(asked))}) GROUP BY observation_id")
+        rounds = {r["observation_id"]: int(r["last"] or 0)
+                  for r in await conn.execute_query_dict(sql, asked)}
+    now = datetime.now(UTC)
+    await insert_many(conn, ReviewQueueItem, [
+        {"observation_id": e.observation_id, **e.copied(), "expert_only": False,
+         "round": rounds.get(e.observation_id, 0) + 1, "claimed_by_id": None,
+         "lease_expires_ms": 0, "entered_at": now}
+        for e in entering
+    ])
+    moved = []
+    for e in entries:
+        item = items.get(e.observation_id)
+        if e.waiting and item is not None and any(item[k] != v for k, v in e.copied().items()):
+            moved.append({"id": item["id"], **e.copied()})
+    await update_many(conn, ReviewQueueItem, "id", moved)
 
 
 def _candidates_sql(sql: Sql, scope: Scope, project_id: int, expert_only: bool,
