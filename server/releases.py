@@ -115,7 +115,7 @@ async def publish(
         schema_changes=notes,
     )
     privacy = Privacy(str(settings.secret_key).encode(), settings.grid_degrees)
-    source = DatabaseReleaseSource(database.connection(), database.dialect)
+    source = DatabaseReleaseSource.of(database)
     work = settings.releases_dir / f".tmp-{chosen}-{secrets.token_hex(4)}"
     final = settings.releases_dir / chosen
     try:
