@@ -39,7 +39,7 @@ _COLUMNS = """
     COALESCE(o.verified_phenophase_id, o.phenophase_id) AS phenophase_id,
     o.status, o.intensity, o.observed_at, o.observed_utc_offset_min,
     o.latitude, o.longitude, o.coordinate_uncertainty_m, o.geoprivacy,
-    CASE WHEN p.publish_notes THEN o.notes ELSE NULL END AS notes,
+    {notes} AS notes,
     o.license, o.review_status, o.server_updated_at, o.flag_count
 """
 _FLAG_COUNT = len(OBSERVATION_KEYS) - 1  # index of flag_count in a row
@@ -105,8 +105,15 @@ class DatabaseReleaseSource:
         start = self._when(datetime(year, 1, 1, tzinfo=UTC) - ZONE_MARGIN)
         end = self._when(datetime(year + 1, 1, 1, tzinfo=UTC) + ZONE_MARGIN)
         p = self._ph
+        # Notes only of the projects that publish them: their ids are few, and
+        # a join per row would cost a fifth of the read.
+        noting = [int(r[0]) for r in await self._rows(
+            "SELECT id FROM projects WHERE publish_notes = true ORDER BY id"
+        )]
+        notes = (f"CASE WHEN o.project_id IN ({', '.join(map(str, noting))}) THEN o.notes END"
+                 if noting else "NULL")
         sql = (
-            f"SELECT {_COLUMNS} FROM observations o JOIN projects p ON p.id = o.project_id "
+            f"SELECT {_COLUMNS.format(notes=notes)} FROM observations o "
             f"WHERE {PUBLISHED} AND o.observed_at >= {p(1)} AND o.observed_at < {p(2)} "
             "ORDER BY o.observed_at, o.id"
         )
