@@ -126,7 +126,8 @@ class Phenometrics:
         at = np.searchsorted(self._keys, keys)
         seen = np.zeros(len(keys), bool)
         if len(self._keys):
-            seen = (at < len(self._keys)) & (self._keys[np.minimum(at, len(self._keys) - 1)] == keys)
+            nearest = self._keys[np.minimum(at, len(self._keys) - 1)]
+            seen = (at < len(self._keys)) & (nearest == keys)
         if not seen.all():
             new = keys[~seen]
             where = np.searchsorted(self._keys, new)

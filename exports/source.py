@@ -40,7 +40,7 @@ OBSERVATION_KEYS = (
     "flags",
 )
 
-ObservationBatch = dict[str, list[Any]]
+ObservationBatch = dict[str, Any]  # key -> list of values (``flags``: or None)
 
 
 @dataclass(frozen=True)
