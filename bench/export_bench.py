@@ -241,26 +241,22 @@ def measure(url: str, work: Path, label: str) -> dict[str, Any]:
     return {"raw": raw, "export": export}
 
 
-def report(backend: str, small: dict[str, Any], large: dict[str, Any]) -> None:
-    for label, m in (("checkpoint", small), ("full", large)):
-        raw, export = m["raw"], m["export"]
-        raw_rate = raw["rows"] / raw["seconds"]
-        whole_rate = export["rows"] / export["seconds"]
-        obs_rate = export["rows"] / export["observations_seconds"]
-        print(f"[{backend}] {label}: {export['rows']:,} published rows")
-        print(f"  raw limit {raw_rate:,.0f} rows/s, peak RSS {raw['peak_rss_mb']:.0f} MB")
-        print(f"  export (Parquet+DwC+metrics pass) {obs_rate:,.0f} rows/s "
-              f"= {obs_rate / raw_rate:.2f}x raw (goal >= 0.7)")
-        print(f"  export (whole release) {whole_rate:,.0f} rows/s "
-              f"= {whole_rate / raw_rate:.2f}x raw")
-        print(f"  CPU seconds per row, raw / export pass = "
-              f"{raw['cpu'] / export['observations_cpu']:.2f}x "
-              f"({raw['cpu']:.1f} s / {export['observations_cpu']:.1f} s; contention-free)")
-        print(f"  peak RSS {export['peak_rss_mb']:.0f} MB "
-              f"= {export['peak_rss_mb'] / RSS_LIMIT_MB:.2f}x the {RSS_LIMIT_MB} MB limit")
-    flat = large["export"]["peak_rss_mb"] / small["export"]["peak_rss_mb"]
-    print(f"[{backend}] peak RSS at {large['export']['rows']:,} rows / at "
-          f"{small['export']['rows']:,} rows = {flat:.2f}x (flat: about 1)")
+def report(backend: str, label: str, m: dict[str, Any]) -> None:
+    raw, export = m["raw"], m["export"]
+    raw_rate = raw["rows"] / raw["seconds"]
+    whole_rate = export["rows"] / export["seconds"]
+    obs_rate = export["rows"] / export["observations_seconds"]
+    print(f"[{backend}] {label}: {export['rows']:,} published rows")
+    print(f"  raw limit {raw_rate:,.0f} rows/s, peak RSS {raw['peak_rss_mb']:.0f} MB")
+    print(f"  export (Parquet+DwC+metrics pass) {obs_rate:,.0f} rows/s "
+          f"= {obs_rate / raw_rate:.2f}x raw (goal >= 0.7)")
+    print(f"  export (whole release) {whole_rate:,.0f} rows/s "
+          f"= {whole_rate / raw_rate:.2f}x raw")
+    print(f"  CPU seconds, raw / export pass = "
+          f"{raw['cpu'] / export['observations_cpu']:.2f}x "
+          f"({raw['cpu']:.1f} s / {export['observations_cpu']:.1f} s; contention-free)")
+    print(f"  peak RSS {export['peak_rss_mb']:.0f} MB "
+          f"= {export['peak_rss_mb'] / RSS_LIMIT_MB:.2f}x the {RSS_LIMIT_MB} MB limit", flush=True)
 
 
 async def bench(url: str, backend: str, rows: int, checkpoint: int, work: Path) -> None:
@@ -268,10 +264,14 @@ async def bench(url: str, backend: str, rows: int, checkpoint: int, work: Path) 
     print(f"[{backend}] inserting {checkpoint:,} rows", file=sys.stderr)
     await insert(url, ref, checkpoint, seed=1)
     small = measure(url, work, f"{backend}-small")
+    report(backend, "checkpoint", small)  # at once: a long run may be stopped later
     print(f"[{backend}] inserting {rows - checkpoint:,} more rows", file=sys.stderr)
     await insert(url, ref, rows - checkpoint, seed=10**9)
     large = measure(url, work, f"{backend}-large")
-    report(backend, small, large)
+    report(backend, "full", large)
+    flat = large["export"]["peak_rss_mb"] / small["export"]["peak_rss_mb"]
+    print(f"[{backend}] peak RSS at {large['export']['rows']:,} rows / at "
+          f"{small['export']['rows']:,} rows = {flat:.2f}x (flat: about 1)", flush=True)
 
 
 def main() -> None:
