@@ -51,8 +51,28 @@ class Lookup:
         return pc.index_in(ids, value_set=self.phase_ids)
 
 
+def _iso(seconds: pa.Array) -> pa.Array:
+    """ISO 8601 text of second timestamps (a cast is ten times faster than strftime)."""
+    return pc.replace_substring(seconds.cast(pa.string()), " ", "T", max_replacements=1)
+
+
 def _empty_to_null(values: Sequence[Any]) -> pa.Array:
-    return pa.array([v if v else None for v in values], pa.string())
+    text = pa.array(values, pa.string())
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _flags(values: Sequence[Any] | None, n: int) -> pa.Array:
+    if values is None:  # no row of the batch has a flag: n empty lists
+        return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), n + 1),
+                                        pa.array([], pa.string()))
+    return pa.array(values, pa.list_(pa.string()))
+
+
+def _offset_suffixes(offsets: pa.Array) -> pa.Array:
+    """"+HH:MM" per row, formatted once per distinct offset."""
+    unique = pc.unique(offsets)
+    texts = pa.array([_offset_suffix(m) for m in unique.to_pylist()], pa.string())
+    return pc.take(texts, pc.index_in(offsets, value_set=unique))
 
 
 def published_batch(
@@ -70,19 +90,10 @@ def published_batch(
         pa.timestamp("us")
     )
     seconds = local.cast(pa.timestamp("s"), safe=False)
-    suffixes = {m: _offset_suffix(m) for m in set(rows["offset_min"])}
-    event_date = pc.binary_join_element_wise(
-        pc.strftime(seconds, "%Y-%m-%dT%H:%M:%S"),
-        pa.array([suffixes[m] for m in rows["offset_min"]], pa.string()),
-        "",
-    )
-    modified = pc.binary_join_element_wise(
-        pc.strftime(
-            utc_timestamps(rows["modified"]).cast(pa.timestamp("s", tz="UTC"), safe=False),
-            "%Y-%m-%dT%H:%M:%S",
-        ),
-        "Z",
-        "",
+    event_date = pc.binary_join_element_wise(_iso(seconds), _offset_suffixes(offsets), "")
+    # A UTC timestamp casts to "YYYY-MM-DD HH:MM:SSZ".
+    modified = _iso(
+        utc_timestamps(rows["modified"]).cast(pa.timestamp("s", tz="UTC"), safe=False)
     )
     taxon = lookup.taxon_index(pa.array(rows["taxon_id"], pa.int64()))
     phase = lookup.phase_index(pa.array(rows["phenophase_id"], pa.int64()))
@@ -97,19 +108,19 @@ def published_batch(
     )
     columns: dict[str, pa.Array] = {
         "occurrenceID": pa.array(rows["id"], pa.string()),
-        "basisOfRecord": pa.array(["HumanObservation"] * n, pa.string()),
+        "basisOfRecord": pa.repeat(pa.scalar("HumanObservation"), n),
         "eventDate": event_date,
         "year": pc.year(local).cast(pa.int16()),
         "startDayOfYear": pc.day_of_year(local).cast(pa.int16()),
         "decimalLatitude": lat,
         "decimalLongitude": lon,
         "coordinateUncertaintyInMeters": unc,
-        "geodeticDatum": pa.array(["EPSG:4326"] * n, pa.string()),
+        "geodeticDatum": pa.repeat(pa.scalar("EPSG:4326"), n),
         "scientificName": pc.take(lookup.taxon_name, taxon),
         "taxonRank": pc.take(lookup.taxon_rank, taxon),
         "recordedBy": pseudonyms,
         "identificationVerificationStatus": pa.array(rows["review_status"], pa.string()),
-        "qualityFlags": pa.array(rows["flags"], pa.list_(pa.string())),
+        "qualityFlags": _flags(rows["flags"], n),
         "license": pa.array(rows["license"], pa.string()),
         "rightsHolder": pseudonyms,
         "informationWithheld": withheld,

@@ -116,8 +116,17 @@ async def build_release(
     years = await source.years()
 
     # Observations, one file per year; the same batches feed the archive and
-    # the phenometrics.
-    metric_tables: list[pa.Table] = []
+    # the phenometrics, whose rows are written year by year.
+    metrics_csv = pacsv.CSVWriter(target / "phenometrics.csv", schema.PHENOMETRICS,
+                                  write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+    def finish_metrics() -> int:
+        count = 0
+        for batch in metrics.finish_year():
+            metrics_csv.write_batch(batch)
+            count += batch.num_rows
+        return count
+
     for year in years:
         path = data / f"observations-{year}.parquet"
         writer = TableWriter(path, schema.OBSERVATIONS, {**kv, "year": str(year)})
@@ -137,19 +146,15 @@ async def build_release(
                 counts["observations"] += written
         finally:
             await asyncio.to_thread(writer.close)
-        metric_tables.append(await asyncio.to_thread(metrics.finish_year))
+        counts["phenometrics"] += await asyncio.to_thread(finish_metrics)
         resources.append(metadata.resource(
             f"observations-{year}", "observations", f"data/{path.name}", "parquet", writer.rows
         ))
 
     # Site phenometrics.
-    phenometrics = pa.concat_tables(metric_tables) if metric_tables else (
-        schema.PHENOMETRICS.empty_table()
-    )
-    counts["phenometrics"] = phenometrics.num_rows
-    _write_csv(target / "phenometrics.csv", phenometrics)
+    metrics_csv.close()
     resources.append(metadata.resource(
-        "phenometrics", "phenometrics", "phenometrics.csv", "csv", phenometrics.num_rows,
+        "phenometrics", "phenometrics", "phenometrics.csv", "csv", counts["phenometrics"],
     ))
     progress("phenometrics", 0)
 

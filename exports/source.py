@@ -17,7 +17,8 @@ from typing import Any, Protocol
 #: and ``phenophase_id`` are the effective ones (a reviewer's correction
 #: replaces the observer's choice); ``observed_at`` is UTC, as a timezone-aware
 #: datetime or an ISO 8601 string; ``notes`` is None unless the project
-#: publishes notes; ``flags`` holds a list of quality-flag codes per row.
+#: publishes notes; ``flags`` holds a list of quality-flag codes per row, or is
+#: None when no row of the batch has a flag.
 OBSERVATION_KEYS = (
     "id",
     "user_id",
@@ -39,7 +40,7 @@ OBSERVATION_KEYS = (
     "flags",
 )
 
-ObservationBatch = dict[str, list[Any]]
+ObservationBatch = dict[str, Any]  # key -> list of values (``flags``: or None)
 
 
 @dataclass(frozen=True)

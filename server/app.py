@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import datasets, jobs, photos, uploads
+from server import datasets, jobs, photos, releases, uploads
 from server.database import Database, DatabaseContextMiddleware
 from server.endpoint import route
 from server.errors import EXCEPTION_HANDLERS
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             photos.JOB_KIND: partial(
                 photos.process_upload, storage=storage, max_pixels=settings.max_image_pixels
             ),
+            releases.JOB_KIND: partial(releases.publish_job, settings=settings, database=database),
         },
         workers=settings.job_workers,
         periodic=[

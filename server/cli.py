@@ -296,7 +296,7 @@ def publish(settings: Settings, version: str | None) -> None:
 
     async def work(db: Database) -> Any:
         await db.migrate()
-        total = await DatabaseReleaseSource(db.connection(), db.dialect).count()
+        total = await DatabaseReleaseSource.of(db).count()
         with click.progressbar(length=total, label="Observations", file=sys.stderr,
                                show_pos=True) as bar:
 

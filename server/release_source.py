@@ -1,15 +1,17 @@
 """The database side of a release: ``exports.source.ReleaseSource`` over the
-ORM's connection, with streaming keyset-paginated SQL.
+database, with raw SQL streamed from one cursor per year.
 
 Raw SQL on purpose: the export reads every published row, and building a
-model object per row would cost more than the rest of the export.  Pages
-follow the ``(observed_at, id)`` index, so each page is an index range scan
-and memory is bounded by the page size.
+model object per row would cost more than the rest of the export.  A year is
+one query along the ``(observed_at, id)`` index, read in chunks of
+``PAGE_ROWS``, so memory is bounded by the chunk size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +25,7 @@ from exports.source import (
     PhotoRow,
     TaxonRow,
 )
+from server.database import Database
 
 PAGE_ROWS = 20_000
 #: Local time is at most 14 hours from UTC: a year's rows lie in this margin
@@ -36,18 +39,35 @@ _COLUMNS = """
     COALESCE(o.verified_phenophase_id, o.phenophase_id) AS phenophase_id,
     o.status, o.intensity, o.observed_at, o.observed_utc_offset_min,
     o.latitude, o.longitude, o.coordinate_uncertainty_m, o.geoprivacy,
-    CASE WHEN p.publish_notes THEN o.notes ELSE NULL END AS notes,
+    {notes} AS notes,
     o.license, o.review_status, o.server_updated_at, o.flag_count
 """
 _FLAG_COUNT = len(OBSERVATION_KEYS) - 1  # index of flag_count in a row
 
 
+def _sqlite_reader(path: str) -> sqlite3.Connection:
+    # Used by one worker thread at a time, never two at once.
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+
+def _columns(rows: list[Any]) -> ObservationBatch:
+    """Rows to lists of columns (without ``flag_count``)."""
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    return dict(zip(OBSERVATION_KEYS[:-1], columns[:-1], strict=True))
+
+
 class DatabaseReleaseSource:
     def __init__(self, connection: BaseDBAsyncClient, dialect: str,
-                 page_rows: int = PAGE_ROWS) -> None:
+                 page_rows: int = PAGE_ROWS, sqlite_path: str = "") -> None:
         self.conn = connection
         self.sqlite = dialect == "sqlite"
+        self.sqlite_path = sqlite_path
         self.page_rows = page_rows
+
+    @classmethod
+    def of(cls, database: Database) -> DatabaseReleaseSource:
+        path = database.url[len("sqlite://"):] if database.dialect == "sqlite" else ""
+        return cls(database.connection(), database.dialect, sqlite_path=path)
 
     def _ph(self, index: int) -> str:
         return "?" if self.sqlite else f"${index}"
@@ -85,41 +105,56 @@ class DatabaseReleaseSource:
         start = self._when(datetime(year, 1, 1, tzinfo=UTC) - ZONE_MARGIN)
         end = self._when(datetime(year + 1, 1, 1, tzinfo=UTC) + ZONE_MARGIN)
         p = self._ph
-        first = (
-            f"SELECT {_COLUMNS} FROM observations o JOIN projects p ON p.id = o.project_id "
+        # Notes only of the projects that publish them: their ids are few, and
+        # a join per row would cost a fifth of the read.
+        noting = [int(r[0]) for r in await self._rows(
+            "SELECT id FROM projects WHERE publish_notes = true ORDER BY id"
+        )]
+        notes = (f"CASE WHEN o.project_id IN ({', '.join(map(str, noting))}) THEN o.notes END"
+                 if noting else "NULL")
+        sql = (
+            f"SELECT {_COLUMNS.format(notes=notes)} FROM observations o "
             f"WHERE {PUBLISHED} AND o.observed_at >= {p(1)} AND o.observed_at < {p(2)} "
-            f"ORDER BY o.observed_at, o.id LIMIT {int(self.page_rows)}"
-        )
-        after = (
-            f"SELECT {_COLUMNS} FROM observations o JOIN projects p ON p.id = o.project_id "
-            # The lower bound is the last row's instant, so each page is an
-            # index range scan from where the previous one stopped.
-            f"WHERE {PUBLISHED} AND o.observed_at >= {p(1)} AND o.observed_at < {p(2)} "
-            f"AND (o.observed_at > {p(3)} OR o.id > {p(4)}) "
-            f"ORDER BY o.observed_at, o.id LIMIT {int(self.page_rows)}"
+            "ORDER BY o.observed_at, o.id"
         )
         carry: list[Any] = []
-        page = await self._rows(first, [start, end])
-        while page:
-            last = page[-1]
-            full = len(page) == self.page_rows
-            rows = carry + page
-            if full:
-                # Hold back the rows that share the last instant: the next page
-                # may hold more of them, and a batch never splits an instant.
-                cut = len(rows)
-                while cut and rows[cut - 1][7] == last[7]:
-                    cut -= 1
-                carry, rows = rows[cut:], rows[:cut]
-            else:
-                carry = []
+        async for chunk in self._stream(sql, [start, end]):
+            rows = carry + chunk if carry else chunk
+            # Hold back the rows that share the last instant: the next chunk
+            # may hold more of them, and a batch never splits an instant.
+            last = rows[-1][7]
+            cut = len(rows)
+            while cut and rows[cut - 1][7] == last:
+                cut -= 1
+            carry, rows = rows[cut:], rows[:cut]
             if rows:
                 yield await self._batch(rows)
-            if not full:
-                break
-            page = await self._rows(after, [last[7], end, last[7], last[0]])
         if carry:
             yield await self._batch(carry)
+
+    async def _stream(self, sql: str, values: Sequence[Any]) -> AsyncIterator[list[Any]]:
+        """The rows of one query in chunks, from one server-side cursor.
+
+        One plain cursor read is the cheapest way through millions of rows:
+        no page queries, no ORM objects.  SQLite reads on its own read-only
+        connection in a worker thread (WAL: writers go on meanwhile);
+        PostgreSQL reads in a read-only REPEATABLE READ transaction, so the
+        rows are one snapshot.
+        """
+        if self.sqlite:
+            con = await asyncio.to_thread(_sqlite_reader, self.sqlite_path)
+            try:
+                cursor = await asyncio.to_thread(con.execute, sql, list(values))
+                while chunk := await asyncio.to_thread(cursor.fetchmany, self.page_rows):
+                    yield chunk
+            finally:
+                con.close()
+            return
+        async with self.conn.acquire_connection() as raw:
+            async with raw.transaction(isolation="repeatable_read", readonly=True):
+                cursor = await raw.cursor(sql, *values)
+                while chunk := await cursor.fetch(self.page_rows):
+                    yield chunk
 
     async def _batch(self, rows: list[Any]) -> ObservationBatch:
         flagged = [r[0] for r in rows if r[_FLAG_COUNT]]
@@ -133,9 +168,8 @@ class DatabaseReleaseSource:
             )
             for observation_id, code in found:
                 codes.setdefault(observation_id, []).append(code)
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        batch = dict(zip(OBSERVATION_KEYS[:-1], columns[:-1], strict=True))
-        batch["flags"] = [codes.get(i, []) for i in batch["id"]]
+        batch = await asyncio.to_thread(_columns, rows)
+        batch["flags"] = [codes.get(i, []) for i in batch["id"]] if codes else None
         return batch
 
     async def taxa(self) -> list[TaxonRow]:

@@ -22,8 +22,10 @@ from exports.release import Progress, build_release
 from exports.version import VersionError, check_requested, next_version, schema_change
 from schemas import errors
 from schemas.dataset import SCHEMA_VERSION, TABLES
+from server import jobs
 from server.database import Database
 from server.models.accounts import User
+from server.models.jobs import Job, JobState
 from server.models.releases import Release
 from server.release_source import DatabaseReleaseSource
 from server.settings import Settings
@@ -115,7 +117,7 @@ async def publish(
         schema_changes=notes,
     )
     privacy = Privacy(str(settings.secret_key).encode(), settings.grid_degrees)
-    source = DatabaseReleaseSource(database.connection(), database.dialect)
+    source = DatabaseReleaseSource.of(database)
     work = settings.releases_dir / f".tmp-{chosen}-{secrets.token_hex(4)}"
     final = settings.releases_dir / chosen
     try:
@@ -142,6 +144,45 @@ async def publish(
         years=summary.years, files=summary.files, sha256=summary.sha256sums,
         citation=metadata.citation_text(info), created_by=user,
     )
+
+
+JOB_KIND = "release.publish"
+
+
+async def publish_job(payload: dict[str, Any], *, settings: Settings, database: Database) -> None:
+    """The job behind ``POST /api/v1/datasets``: publish the planned version.
+
+    Idempotent: a retry after the release was recorded does nothing.
+    """
+    version = str(payload["version"])
+    if await Release.exists(version=version):
+        return
+    user = await User.get_or_none(id=payload["user_id"]) if payload.get("user_id") else None
+    await publish(settings, database, version=version, user=user)
+
+
+async def queue_publish(settings: Settings, requested: str | None, user: User | None) -> Job:
+    """Check the version now (409/422 at once), then queue the publish."""
+    if await Job.filter(kind=JOB_KIND, state__in=[JobState.QUEUED, JobState.RUNNING]).exists():
+        raise errors.Conflict(
+            "A release is being published: wait until it is listed, then publish again.",
+            code="publish_in_progress",
+        )
+    version, _ = await plan_version(settings, requested)
+    return await jobs.enqueue(
+        JOB_KIND, {"version": version, "user_id": user.id if user else None}, max_attempts=3
+    )
+
+
+def publish_job_dict(job: Job) -> dict[str, Any]:
+    return {
+        "job": job.id,
+        "version": job.payload.get("version"),
+        "state": str(job.state),
+        "attempts": job.attempts,
+        "error": job.last_error if job.state == JobState.FAILED else None,
+        "status_url": f"/api/v1/datasets/jobs/{job.id}",
+    }
 
 
 def release_dict(release: Release, *, latest: bool, base: str = "") -> dict[str, Any]:
