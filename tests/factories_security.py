@@ -22,11 +22,14 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
+from server import jobs
 from server.models.accounts import User
+from server.models.jobs import Job
 from server.models.observations import Observation, Photo
 from server.models.reference import Project, Taxon
 from server.models.releases import Release
 from server.models.uploads import Upload, UploadStatus
+from server.releases import JOB_KIND as PUBLISH_JOB
 from server.releases import publish
 from tests.factories import PASSWORD, auth, make_project, make_user
 from tests.factories_photos import jpeg, run_jobs
@@ -393,7 +396,14 @@ async def _page_bulk(c: Caller) -> httpx.Response:
 
 
 async def _publish(c: Caller) -> httpx.Response:
+    # Each caller publishes from a state with no publish queued by the caller before.
+    await Job.filter(kind=PUBLISH_JOB).delete()
     return await c.client.post("/api/v1/datasets", json={}, headers=c.headers())
+
+
+async def _publish_status(c: Caller) -> httpx.Response:
+    job = await jobs.enqueue(PUBLISH_JOB, {"version": "9.9.9", "user_id": None})
+    return await c.client.get(f"/api/v1/datasets/jobs/{job.id}", headers=c.headers())
 
 
 async def _me_join(c: Caller) -> httpx.Response:
@@ -463,6 +473,7 @@ ROUTE_REQUESTS: dict[str, Send] = {
     # open data
     "GET /api/v1/datasets": _get("/api/v1/datasets"),
     "POST /api/v1/datasets": _one(_publish),
+    "GET /api/v1/datasets/jobs/{job_id}": _one(_publish_status),
     "GET /datasets": _get("/datasets"),
     "GET /datasets/{version}/{path}": _release_files,
     # the reviewer pages (redirects followed: a denial may arrive by redirect)

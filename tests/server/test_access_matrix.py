@@ -77,6 +77,7 @@ GET /api/v1/review/stats                          401   403   403   403   ok    
 GET /api/v1/review/flags                          ok    ok    ok    ok    ok    ok    ok    ok
 GET /api/v1/datasets                              ok    ok    ok    ok    ok    ok    ok    ok
 POST /api/v1/datasets                             401   403   403   403   403   403   ok    ok
+GET /api/v1/datasets/jobs/{job_id}                401   403   403   403   403   403   ok    ok
 GET /datasets                                     ok    ok    ok    ok    ok    ok    ok    ok
 GET /datasets/{version}/{path}                    ok    ok    ok    ok    ok    ok    ok    ok
 GET /review/                                      login 403   403   403   ok    ok    ok    ok
