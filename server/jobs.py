@@ -160,6 +160,7 @@ class JobRunner:
     workers: int = 2
     periodic: list[tuple[float, Periodic]] = field(default_factory=list)
     poll_seconds: float = POLL_SECONDS
+    lease_ms: int = LEASE_MS
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -187,12 +188,12 @@ class JobRunner:
     async def _work(self, name: str) -> None:
         while True:
             try:
-                job = await claim(self.database, name)
+                job = await claim(self.database, name, self.lease_ms)
             except Exception:  # database away or not migrated yet: try later
                 log.exception("claiming a job failed")
                 job = None
             if job is not None:
-                await execute(job, self.handlers, name)
+                await execute(job, self.handlers, name, self.lease_ms)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

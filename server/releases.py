@@ -14,11 +14,8 @@ import shutil
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exports import metadata
-from exports.privacy import Privacy
-from exports.release import Progress, build_release
 from exports.version import VersionError, check_requested, next_version, schema_change
 from schemas import errors
 from schemas.dataset import SCHEMA_VERSION, TABLES
@@ -27,6 +24,9 @@ from server.models.accounts import User
 from server.models.releases import Release
 from server.release_source import DatabaseReleaseSource
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from exports.release import Progress
 
 
 def _quiet(stage: str, rows: int) -> None:
@@ -42,6 +42,8 @@ def release_dir(settings: Settings, release: Release) -> Path:
 
 
 def _previous_columns(folder: Path) -> dict[str, list[str]]:
+    from exports import metadata
+
     try:
         package = json.loads((folder / "datapackage.json").read_text())
     except FileNotFoundError:
@@ -101,6 +103,11 @@ async def publish(
     user: User | None = None,
     progress: Progress = _quiet,
 ) -> Release:
+    # pandas and pyarrow load here, on the first publish, not at every start.
+    from exports import metadata
+    from exports.privacy import Privacy
+    from exports.release import build_release
+
     chosen, notes = await plan_version(settings, version)
     previous = await latest_release()
     settings.releases_dir.mkdir(parents=True, exist_ok=True)
