@@ -1,20 +1,30 @@
 """Publishing a release: pick the version, build it in a temporary folder
-beside the releases, move it into place in one rename, record it.
+beside the releases, then in one transaction record it and move it into place
+with one rename.
 
 A failed publish leaves nothing behind but its temporary folder's removal; a
-release folder never changes after the rename (its files are made read-only).
+release folder never changes after the rename (its files are made read-only
+and synced to disk first).  A publish killed between the rename and the commit
+leaves a whole folder that no row lists; the next publish of that version
+replaces it.  A killed publish's hidden work folder is removed a day later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from anyio import to_thread
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from exports.version import VersionError, check_requested, next_version, schema_change
 from schemas import errors
@@ -27,6 +37,10 @@ from server.settings import Settings
 
 if TYPE_CHECKING:
     from exports.release import Progress
+
+
+WORK_PREFIX = ".tmp-"
+STALE_WORK_SECONDS = 24 * 3600
 
 
 def _quiet(stage: str, rows: int) -> None:
@@ -56,9 +70,17 @@ def _current_columns() -> dict[str, list[str]]:
 
 
 def _freeze(folder: Path) -> None:
+    """Make every file read-only and durable (fsync, and each folder's entries)."""
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(path)
 
 
 async def plan_version(settings: Settings, requested: str | None) -> tuple[str, list[str]]:
@@ -87,7 +109,9 @@ async def plan_version(settings: Settings, requested: str | None) -> tuple[str, 
         )
     except VersionError as exc:
         raise errors.ValidationFailed(str(exc), code="invalid_version") from None
-    if await Release.exists(version=version) or (settings.releases_dir / version).exists():
+    # A folder without a row is not checked: a publish killed between its
+    # rename and its commit left it, and the next publish replaces it.
+    if await Release.exists(version=version):
         raise errors.AlreadyExists(
             f"Release {version} exists already and releases never change: choose another "
             "version, or leave it out to take the next one."
@@ -123,32 +147,72 @@ async def publish(
     )
     privacy = Privacy(str(settings.secret_key).encode(), settings.grid_degrees)
     source = DatabaseReleaseSource(database.connection(), database.dialect)
-    work = settings.releases_dir / f".tmp-{chosen}-{secrets.token_hex(4)}"
+    work = settings.releases_dir / f"{WORK_PREFIX}{chosen}-{secrets.token_hex(4)}"
     final = settings.releases_dir / chosen
+    _remove_stale_work(settings.releases_dir)
     try:
         summary = await build_release(
             source, work, info, privacy, previous=prev_dir,
             media_base=settings.public_url, progress=progress,
         )
-        _freeze(work)
+        await to_thread.run_sync(_freeze, work)
         try:
-            # One rename: readers see no release or the whole of it.  rename
-            # fails when the target exists (another publish won the race).
-            os.rename(work, final)
-        except OSError:
+            async with in_transaction() as conn:
+                # The row first: its unique version is the lock.  A concurrent
+                # publish of this version waits here until we commit, then fails.
+                release = await Release.create(
+                    version=chosen, path=chosen, schema_version=SCHEMA_VERSION,
+                    observation_count=summary.counts["observations"],
+                    media_count=summary.counts["media"],
+                    retracted_count=summary.counts["retracted"],
+                    years=summary.years, files=summary.files, sha256=summary.sha256sums,
+                    citation=metadata.citation_text(info), created_by=user, using_db=conn,
+                )
+                await to_thread.run_sync(_move_into_place, work, final)
+        except IntegrityError:
             raise errors.AlreadyExists(
                 f"Release {chosen} was published by someone else meanwhile."
             ) from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return await Release.create(
-        version=chosen, path=chosen, schema_version=SCHEMA_VERSION,
-        observation_count=summary.counts["observations"],
-        media_count=summary.counts["media"], retracted_count=summary.counts["retracted"],
-        years=summary.years, files=summary.files, sha256=summary.sha256sums,
-        citation=metadata.citation_text(info), created_by=user,
-    )
+    return release
+
+
+def _move_into_place(work: Path, final: Path) -> None:
+    """One rename: readers see no release or the whole of it.  Runs while the
+    release's row is written but not committed, so no other publish of this
+    version is under way: a folder already at ``final`` was left by a publish
+    that died between its rename and its commit (whole, but never listed),
+    and is replaced."""
+    if final.exists():
+        discarded = final.with_name(f"{WORK_PREFIX}discarded-{final.name}-"
+                                    f"{secrets.token_hex(4)}")
+        os.rename(final, discarded)
+        shutil.rmtree(discarded, ignore_errors=True)
+    os.rename(work, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and new entries in ``folder`` durable (a power cut after an
+    acknowledgement must not undo them)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_work(releases: Path) -> None:
+    """Work folders of publishes killed mid-way (hidden, never served) are
+    removed once they are a day old; younger ones may belong to a publish
+    still running in another process."""
+    cutoff = time.time() - STALE_WORK_SECONDS
+    for folder in releases.glob(WORK_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def release_dict(release: Release, *, latest: bool, base: str = "") -> dict[str, Any]:
