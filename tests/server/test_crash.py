@@ -180,7 +180,7 @@ async def test_kill_the_server_fifty_times(
         starts = server.start_seconds
         print(f"\n[crash {backend}, {WORKERS[backend]} worker(s)] kills={KILLS} "
               f"in {crash_seconds:.0f} s; server start {sum(starts) / len(starts):.2f} s "
-              f"mean, {max(starts):.2f} s max; verified after restarts: "
+              f"mean, {max(starts):.2f} s max; checks passed (summed over all restarts): "
               + ", ".join(f"{k}={v}" for k, v in sorted(ledger.verified.items()))
               + "; acknowledged: observations="
               + str(sum(len(v.created) for v in volunteers))
