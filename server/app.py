@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             releases.JOB_KIND: partial(releases.publish_job, settings=settings, database=database),
         },
         workers=settings.job_workers,
+        lease_ms=settings.job_lease_seconds * 1000,
         periodic=[
             (60.0, partial(uploads.sweep_expired, storage)),
             (300.0, partial(jobs.sweep_dead_jobs, database)),

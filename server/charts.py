@@ -7,8 +7,10 @@ nothing from elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from exports.onset import Onset
+if TYPE_CHECKING:  # pyarrow loads only when a chart is drawn: a quick server start
+    from exports.onset import Onset
 
 WIDTH, HEIGHT = 640, 280
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 40

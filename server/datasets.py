@@ -11,7 +11,6 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from exports import onset
 from schemas import errors
 from server.charts import onset_chart
 from server.models.releases import Release
@@ -59,6 +58,8 @@ async def datasets_page(request: Request) -> Response:
     if "|" in request.query_params.get("pair", ""):
         species, phase = request.query_params["pair"].split("|", 1)
     if releases:
+        from exports import onset  # pyarrow: loaded on first use, not at start
+
         folder = settings.releases_dir / releases[0].path
         options = onset.choices(folder)
         if (not species or not phase) and options:

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
 
 import exifread
-import imagehash
 from PIL import Image, ImageCms, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
@@ -340,6 +339,8 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def perceptual_hash(image: Image.Image) -> str:
+    import imagehash  # and numpy: loaded by the first photo job, not at start
+
     return str(imagehash.dhash(image))
 
 

@@ -9,7 +9,11 @@ single ``UPDATE … WHERE id = (SELECT …)`` on SQLite, whose writers take turn
 and holds it with a lease it renews while the handler runs.  A worker that dies
 stops renewing; when the lease runs out another worker claims the job again.
 Handlers must therefore be idempotent.  A handler that raises is retried with
-exponential backoff up to ``max_attempts``; then the job is ``failed``.
+exponential backoff up to ``max_attempts``; then the job is ``failed``.  Every
+claim counts as an attempt, but a job whose worker died (its lease ran out) is
+claimed again for up to ``CRASH_RECLAIMS`` more attempts: a server killed
+several times during a long job must not leave it stuck, while a job that
+kills its worker every time still stops.
 
 Any number of processes may run workers against one database.
 """
@@ -39,6 +43,7 @@ Periodic = Callable[[], Awaitable[object]]
 LEASE_MS = 60_000
 POLL_SECONDS = 1.0
 MAX_BACKOFF_MS = 15 * 60_000
+CRASH_RECLAIMS = 20
 
 
 def now_ms() -> int:
@@ -74,8 +79,9 @@ def _claim_sql(dialect: str) -> str:
             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
             " locked_until = $1, locked_by = $2"
             " WHERE id = (SELECT id FROM jobs"
-            "  WHERE attempts < max_attempts AND ((state = 'queued' AND run_after <= $3)"
-            "   OR (state = 'running' AND locked_until < $3))"
+            "  WHERE (state = 'queued' AND run_after <= $3 AND attempts < max_attempts)"
+            f"   OR (state = 'running' AND locked_until < $3"
+            f"       AND attempts < max_attempts + {CRASH_RECLAIMS})"
             "  ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
             " RETURNING id"
         )
@@ -83,8 +89,9 @@ def _claim_sql(dialect: str) -> str:
         "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
         " locked_until = ?, locked_by = ?"
         " WHERE id = (SELECT id FROM jobs"
-        "  WHERE attempts < max_attempts AND ((state = 'queued' AND run_after <= ?)"
-        "   OR (state = 'running' AND locked_until < ?))"
+        "  WHERE (state = 'queued' AND run_after <= ? AND attempts < max_attempts)"
+        f"   OR (state = 'running' AND locked_until < ?"
+        f"       AND attempts < max_attempts + {CRASH_RECLAIMS})"
         "  ORDER BY run_after, id LIMIT 1)"
         " RETURNING id"
     )
@@ -160,6 +167,7 @@ class JobRunner:
     workers: int = 2
     periodic: list[tuple[float, Periodic]] = field(default_factory=list)
     poll_seconds: float = POLL_SECONDS
+    lease_ms: int = LEASE_MS
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -187,12 +195,12 @@ class JobRunner:
     async def _work(self, name: str) -> None:
         while True:
             try:
-                job = await claim(self.database, name)
+                job = await claim(self.database, name, self.lease_ms)
             except Exception:  # database away or not migrated yet: try later
                 log.exception("claiming a job failed")
                 job = None
             if job is not None:
-                await execute(job, self.handlers, name)
+                await execute(job, self.handlers, name, self.lease_ms)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -208,8 +216,9 @@ class JobRunner:
 
 
 async def sweep_dead_jobs(database: Database) -> None:
-    """Jobs whose last lease ran out with no attempts left are marked failed."""
+    """Jobs whose last lease ran out with no reclaims left are marked failed."""
     await database.connection().execute_query(
         "UPDATE jobs SET state = 'failed', last_error = 'lease ran out on the last attempt'"
-        f" WHERE state = 'running' AND locked_until < {now_ms()} AND attempts >= max_attempts"
+        f" WHERE state = 'running' AND locked_until < {now_ms()}"
+        f" AND attempts >= max_attempts + {CRASH_RECLAIMS}"
     )

@@ -1,24 +1,31 @@
 """Publishing a release: pick the version, build it in a temporary folder
-beside the releases, move it into place in one rename, record it.
+beside the releases, then in one transaction record it and move it into place
+with one rename.
 
 A failed publish leaves nothing behind but its temporary folder's removal; a
-release folder never changes after the rename (its files are made read-only).
+release folder never changes after the rename (its files are made read-only
+and synced to disk first).  A publish killed between the rename and the commit
+leaves a whole folder that no row lists; the next publish of that version
+replaces it.  A killed publish's hidden work folder is removed a day later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exports import metadata
-from exports.privacy import Privacy
-from exports.release import Progress, build_release
+from anyio import to_thread
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
 from exports.version import VersionError, check_requested, next_version, schema_change
 from schemas import errors
 from schemas.dataset import SCHEMA_VERSION, TABLES
@@ -29,6 +36,13 @@ from server.models.jobs import Job, JobState
 from server.models.releases import Release
 from server.release_source import DatabaseReleaseSource
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from exports.release import Progress
+
+
+WORK_PREFIX = ".tmp-"
+STALE_WORK_SECONDS = 24 * 3600
 
 
 def _quiet(stage: str, rows: int) -> None:
@@ -44,6 +58,8 @@ def release_dir(settings: Settings, release: Release) -> Path:
 
 
 def _previous_columns(folder: Path) -> dict[str, list[str]]:
+    from exports import metadata
+
     try:
         package = json.loads((folder / "datapackage.json").read_text())
     except FileNotFoundError:
@@ -56,9 +72,17 @@ def _current_columns() -> dict[str, list[str]]:
 
 
 def _freeze(folder: Path) -> None:
+    """Make every file read-only and durable (fsync, and each folder's entries)."""
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        _fsync_dir(path)
 
 
 async def plan_version(settings: Settings, requested: str | None) -> tuple[str, list[str]]:
@@ -87,7 +111,9 @@ async def plan_version(settings: Settings, requested: str | None) -> tuple[str, 
         )
     except VersionError as exc:
         raise errors.ValidationFailed(str(exc), code="invalid_version") from None
-    if await Release.exists(version=version) or (settings.releases_dir / version).exists():
+    # A folder without a row is not checked: a publish killed between its
+    # rename and its commit left it, and the next publish replaces it.
+    if await Release.exists(version=version):
         raise errors.AlreadyExists(
             f"Release {version} exists already and releases never change: choose another "
             "version, or leave it out to take the next one."
@@ -103,6 +129,11 @@ async def publish(
     user: User | None = None,
     progress: Progress = _quiet,
 ) -> Release:
+    # pandas and pyarrow load here, on the first publish, not at every start.
+    from exports import metadata
+    from exports.privacy import Privacy
+    from exports.release import build_release
+
     chosen, notes = await plan_version(settings, version)
     previous = await latest_release()
     settings.releases_dir.mkdir(parents=True, exist_ok=True)
@@ -118,32 +149,72 @@ async def publish(
     )
     privacy = Privacy(str(settings.secret_key).encode(), settings.grid_degrees)
     source = DatabaseReleaseSource.of(database)
-    work = settings.releases_dir / f".tmp-{chosen}-{secrets.token_hex(4)}"
+    work = settings.releases_dir / f"{WORK_PREFIX}{chosen}-{secrets.token_hex(4)}"
     final = settings.releases_dir / chosen
+    _remove_stale_work(settings.releases_dir)
     try:
         summary = await build_release(
             source, work, info, privacy, previous=prev_dir,
             media_base=settings.public_url, progress=progress,
         )
-        _freeze(work)
+        await to_thread.run_sync(_freeze, work)
         try:
-            # One rename: readers see no release or the whole of it.  rename
-            # fails when the target exists (another publish won the race).
-            os.rename(work, final)
-        except OSError:
+            async with in_transaction() as conn:
+                # The row first: its unique version is the lock.  A concurrent
+                # publish of this version waits here until we commit, then fails.
+                release = await Release.create(
+                    version=chosen, path=chosen, schema_version=SCHEMA_VERSION,
+                    observation_count=summary.counts["observations"],
+                    media_count=summary.counts["media"],
+                    retracted_count=summary.counts["retracted"],
+                    years=summary.years, files=summary.files, sha256=summary.sha256sums,
+                    citation=metadata.citation_text(info), created_by=user, using_db=conn,
+                )
+                await to_thread.run_sync(_move_into_place, work, final)
+        except IntegrityError:
             raise errors.AlreadyExists(
                 f"Release {chosen} was published by someone else meanwhile."
             ) from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    return await Release.create(
-        version=chosen, path=chosen, schema_version=SCHEMA_VERSION,
-        observation_count=summary.counts["observations"],
-        media_count=summary.counts["media"], retracted_count=summary.counts["retracted"],
-        years=summary.years, files=summary.files, sha256=summary.sha256sums,
-        citation=metadata.citation_text(info), created_by=user,
-    )
+    return release
+
+
+def _move_into_place(work: Path, final: Path) -> None:
+    """One rename: readers see no release or the whole of it.  Runs while the
+    release's row is written but not committed, so no other publish of this
+    version is under way: a folder already at ``final`` was left by a publish
+    that died between its rename and its commit (whole, but never listed),
+    and is replaced."""
+    if final.exists():
+        discarded = final.with_name(f"{WORK_PREFIX}discarded-{final.name}-"
+                                    f"{secrets.token_hex(4)}")
+        os.rename(final, discarded)
+        shutil.rmtree(discarded, ignore_errors=True)
+    os.rename(work, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and new entries in ``folder`` durable (a power cut after an
+    acknowledgement must not undo them)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_work(releases: Path) -> None:
+    """Work folders of publishes killed mid-way (hidden, never served) are
+    removed once they are a day old; younger ones may belong to a publish
+    still running in another process."""
+    cutoff = time.time() - STALE_WORK_SECONDS
+    for folder in releases.glob(WORK_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 JOB_KIND = "release.publish"
@@ -170,7 +241,7 @@ async def queue_publish(settings: Settings, requested: str | None, user: User | 
         )
     version, _ = await plan_version(settings, requested)
     return await jobs.enqueue(
-        JOB_KIND, {"version": version, "user_id": user.id if user else None}, max_attempts=3
+        JOB_KIND, {"version": version, "user_id": user.id if user else None}, max_attempts=5
     )
 
 

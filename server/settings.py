@@ -38,6 +38,7 @@ class Settings:
     upload_expiry_hours: int = 24
     max_image_pixels: int = 60_000_000
     job_workers: int = 2
+    job_lease_seconds: int = 60
     review_lease_minutes: int = 10
     # Open-data releases: grid cell (degrees) that obscured records and
     # sensitive taxa are snapped to, and the public address of this server
@@ -99,6 +100,9 @@ class Settings:
             upload_expiry_hours=config(PREFIX + "UPLOAD_EXPIRY_HOURS", cast=int, default=24),
             max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
             job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
+            job_lease_seconds=max(
+                3, config(PREFIX + "JOB_LEASE_SECONDS", cast=int, default=60)
+            ),
             review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
             grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
             public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
@@ -126,6 +130,7 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "UPLOAD_EXPIRY_HOURS",
         "MAX_IMAGE_PIXELS",
         "JOB_WORKERS",
+        "JOB_LEASE_SECONDS",
         "REVIEW_LEASE_MINUTES",
         "GRID_DEGREES",
         "PUBLIC_URL",

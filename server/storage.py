@@ -171,8 +171,11 @@ async def _maybe_await(value: object) -> None:
 
 
 def _open_at(path: Path, offset: int) -> BinaryIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
+    created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if created:
+        _fsync_dir(path.parent)  # the new name survives a power cut, not only its bytes
     handle = os.fdopen(fd, "wb")
     handle.truncate(offset)
     handle.seek(offset)
@@ -197,12 +200,32 @@ def _create_new(path: Path) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+def _make_parent(path: Path) -> None:
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a temporary file, sync it, rename it over ``path``, sync the
+    folder: after a crash or power cut ``path`` holds the old bytes or all
+    the new ones, never a prefix or nothing."""
+    _make_parent(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with _create_new(tmp) as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -210,16 +233,19 @@ def _link_or_copy(source: Path, target: Path) -> None:
     (keys that name content by its hash are equal when they exist)."""
     if target.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp, follow_symlinks=False)
+        os.link(source, tmp, follow_symlinks=False)  # the source's bytes are synced already
     except OSError:
         with open(os.open(source, os.O_RDONLY | os.O_NOFOLLOW), "rb") as src, \
                 _create_new(tmp) as dst:
             shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
     os.replace(tmp, target)
+    _fsync_dir(target.parent)
 
 
 def storage_for(media_dir: Path) -> LocalStorage:

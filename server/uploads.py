@@ -68,9 +68,6 @@ OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/api/v1/uploads/"
 LEASE_MS = 5_000
 PROGRESS_SECONDS = 1.0
-# A completed upload's job waits this long unless the completing request
-# releases it at once: the safety net for a crash between the two.
-JOB_SAFETY_DELAY_S = 30
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -546,9 +543,12 @@ class TusServer:
             await Photo.filter(id=upload.photo_id).using_db(conn).update(  # type: ignore[attr-defined]
                 upload_state=UploadState.PROCESSING, updated_seq=seq
             )
+            # The job waits (one job lease) unless this request releases it
+            # at once after the content check: the safety net for a crash
+            # between the two.
             job = await jobs.enqueue(
                 photos.JOB_KIND, {"upload_id": upload.id},
-                delay_s=JOB_SAFETY_DELAY_S, using_db=conn,
+                delay_s=self.settings.job_lease_seconds, using_db=conn,
             )
         try:
             await to_thread.run_sync(

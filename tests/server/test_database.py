@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
@@ -50,3 +51,15 @@ async def test_overlapping_requests_keep_their_database_context(
     # "created in a different Context".
     responses = await asyncio.gather(*(client.get("/health") for _ in range(20)))
     assert {r.status_code for r in responses} == {200}
+
+
+async def test_sqlite_commits_are_durable_and_writers_queue(db: Starlette) -> None:
+    """WAL, a sync of the WAL at every commit (synchronous=FULL, 2), and a
+    busy timeout: what an acknowledged write and a second writer rely on."""
+    database = db.state.database
+    if database.dialect != "sqlite":
+        pytest.skip("SQLite's settings")
+    conn = database.connection()
+    pragmas = {name: (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
+               for name in ("journal_mode", "synchronous", "busy_timeout")}
+    assert [list(p.values())[0] for p in pragmas.values()] == ["wal", 2, 30000]

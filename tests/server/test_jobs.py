@@ -88,10 +88,25 @@ async def test_workers_in_the_lifespan_pick_up_jobs(db: Starlette) -> None:
         await runner.stop()
 
 
+async def test_a_job_whose_worker_died_is_claimed_again_past_max_attempts(
+    db: Starlette,
+) -> None:
+    """A server killed during a long job more often than max_attempts: the job
+    still runs again (a crash is not the handler's failure), up to a cap."""
+    job = await jobs.enqueue("test.noop", {}, max_attempts=1)
+    for n in range(1 + jobs.CRASH_RECLAIMS):
+        await jobs.sweep_dead_jobs(db.state.database)
+        assert await jobs.claim(db.state.database, f"dies-{n}") is not None, n
+        await Job.filter(id=job.id).update(locked_until=jobs.now_ms() - 1)
+    assert await jobs.claim(db.state.database, "other") is None
+    await jobs.sweep_dead_jobs(db.state.database)
+    assert (await Job.get(id=job.id)).state == JobState.FAILED
+
+
 async def test_dead_jobs_with_no_attempts_left_are_marked_failed(db: Starlette) -> None:
     job = await jobs.enqueue("test.noop", {}, max_attempts=1)
-    assert await jobs.claim(db.state.database, "dies") is not None
-    await Job.filter(id=job.id).update(locked_until=jobs.now_ms() - 1)
+    await Job.filter(id=job.id).update(attempts=1 + jobs.CRASH_RECLAIMS, state=JobState.RUNNING,
+                                       locked_until=jobs.now_ms() - 1)
     assert await jobs.claim(db.state.database, "other") is None
     await jobs.sweep_dead_jobs(db.state.database)
     assert (await Job.get(id=job.id)).state == JobState.FAILED

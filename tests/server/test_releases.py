@@ -30,6 +30,7 @@ from schemas import errors
 from schemas.dataset import SCHEMA_VERSION
 from server.models.observations import Observation
 from server.models.reference import Project
+from server.models.releases import Release
 from server.releases import publish, release_dir
 from tests.factories import make_project, make_user
 from tests.factories_observations import (
@@ -381,3 +382,19 @@ async def test_a_failed_publish_leaves_no_partial_release(
     with pytest.raises(OSError):
         await publish(db.state.settings, db.state.database)
     assert entries(releases) == []
+
+
+async def test_a_publish_killed_between_rename_and_commit_does_not_block_the_next(
+    releases: Path, db: Starlette
+) -> None:
+    """The folder of a release whose row was never committed (the process died
+    between the two) is replaced by the next publish of that version."""
+    await make_world()
+    settings, database = db.state.settings, db.state.database
+    first = await publish(settings, database)
+    await Release.filter(id=first.id).delete()  # the commit that never happened
+    (releases / ".tmp-1.0.0-deadbeef").mkdir()  # and a killed publish's work folder
+    again = await publish(settings, database)
+    assert again.version == first.version
+    assert (await sha256sum(release_dir(settings, again))).returncode == 0
+    assert entries(releases) == [".tmp-1.0.0-deadbeef", "1.0.0"]  # young: may be running
