@@ -36,6 +36,7 @@ from server.openapi import document
 from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
+from server.sqlite_client import ServerLock
 from server.storage import LocalStorage
 
 
@@ -70,8 +71,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ENDPOINTS, package_version(), extra_paths={**uploads.OPENAPI, **MediaServer.OPENAPI}
     )
 
+    sqlite_path = database.sqlite_path
+    server_lock = ServerLock(sqlite_path) if sqlite_path else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if server_lock is not None:
+            server_lock.acquire()  # warns when another server process has the file
         await database.open()
         runner.start()
         try:
@@ -79,6 +85,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await runner.stop()
             await database.close()
+            if server_lock is not None:
+                server_lock.release()
 
     async def health(request: Request) -> Response:
         try:

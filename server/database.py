@@ -26,12 +26,13 @@ MIGRATIONS_MODULE = "server.migrations"
 def tortoise_config(database_url: str) -> dict[str, Any]:
     connection: str | dict[str, Any] = database_url
     if database_url.startswith("sqlite://"):
-        # WAL lets readers go on while one writer writes; a busy timeout makes
-        # a second writer wait (queue) instead of failing with "database is
-        # locked".
+        # WAL lets readers go on while one writer writes; transactions begin
+        # IMMEDIATE and a busy timeout makes a writer of another process (a
+        # CLI command beside the server) wait (queue) instead of failing with
+        # "database is locked" (server/sqlite_client.py).
         path = database_url[len("sqlite://") :]
         connection = {
-            "engine": "tortoise.backends.sqlite",
+            "engine": "server.sqlite_client",
             "credentials": {
                 "file_path": path,
                 "journal_mode": "WAL",
@@ -64,6 +65,12 @@ class Database:
     @property
     def dialect(self) -> str:
         return "sqlite" if self.url.startswith("sqlite://") else "postgres"
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file of a SQLite database (None for PostgreSQL or in memory)."""
+        path = self.url[len("sqlite://") :] if self.dialect == "sqlite" else ""
+        return path if path and path != ":memory:" else None
 
     async def open(self) -> None:
         with self.context:

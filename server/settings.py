@@ -39,6 +39,7 @@ class Settings:
     max_image_pixels: int = 60_000_000
     job_workers: int = 2
     review_lease_minutes: int = 10
+    keep_alive_seconds: int = 75
     # Open-data releases: grid cell (degrees) that obscured records and
     # sensitive taxa are snapped to, and the public address of this server
     # (for absolute URLs in releases; empty means relative URLs).
@@ -100,6 +101,7 @@ class Settings:
             max_image_pixels=config(PREFIX + "MAX_IMAGE_PIXELS", cast=int, default=60_000_000),
             job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
             review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
+            keep_alive_seconds=config(PREFIX + "KEEP_ALIVE_SECONDS", cast=int, default=75),
             grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
             public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
         )
@@ -127,6 +129,7 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "MAX_IMAGE_PIXELS",
         "JOB_WORKERS",
         "REVIEW_LEASE_MINUTES",
+        "KEEP_ALIVE_SECONDS",
         "GRID_DEGREES",
         "PUBLIC_URL",
     )
