@@ -56,7 +56,8 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,6 +175,21 @@ class World:
     devices: tuple[DeviceSpec, ...]
 
 
+@contextmanager
+def fresh_executor_cache() -> Iterator[None]:
+    """Tortoise caches INSERT statements by connection name, not dialect: a process
+    that talks to SQLite and PostgreSQL (the test suite) must not share them."""
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+    saved = dict(EXECUTOR_CACHE)
+    EXECUTOR_CACHE.clear()
+    try:
+        yield
+    finally:
+        EXECUTOR_CACHE.clear()
+        EXECUTOR_CACHE.update(saved)
+
+
 async def prepare(env: dict[str, str], config: LoadConfig) -> World:
     """Migrate the empty database of ``env`` and fill it: vocabulary, one project,
     the users (volunteers of the project) and a token per device."""
@@ -181,7 +197,6 @@ async def prepare(env: dict[str, str], config: LoadConfig) -> World:
     from server.models.accounts import User
     from server.settings import Settings
     from server.tokens import issue
-    from server.vocabulary import load_vocabulary
     from tests.factories import make_user
     from tests.factories_sync import make_world
 
@@ -189,9 +204,8 @@ async def prepare(env: dict[str, str], config: LoadConfig) -> World:
     database = Database(settings.database_url)
     await database.open()
     try:
-        with database.context:
+        with database.context, fresh_executor_cache():
             await database.migrate()
-            await load_vocabulary()
             world = await make_world()
             users = [(await make_user("volunteer", project=world.project))
                      for _ in range(min(config.users, config.devices))]
@@ -222,7 +236,7 @@ async def stored_state(env: dict[str, str]) -> tuple[dict[str, tuple[int, str]],
     database = Database(settings.database_url)
     await database.open()
     try:
-        with database.context:
+        with database.context, fresh_executor_cache():
             rows = await Observation.filter(is_deleted=False).values_list("id", "user_id", "notes")
             photos = await Photo.filter(is_deleted=False).values_list(
                 "id", "upload_state", "sha256")
@@ -563,8 +577,13 @@ def check_log(text: str, outcome: Outcome) -> None:
 
 # --- a run ----------------------------------------------------------------------------
 
+def timed_progress(message: str, _start: list[float] = []) -> None:  # noqa: B006
+    _start.append(_start[0] if _start else time.monotonic())
+    print(f"{time.monotonic() - _start[0]:6.1f} s  {message}", flush=True)
+
+
 async def run_load(backend: str, database_url: str | None, config: LoadConfig,
-                   workdir: Path, *, progress: Callable[[str], None] = print,
+                   workdir: Path, *, progress: Callable[[str], None] = timed_progress,
                    photo_timeout: float = 120.0) -> Outcome:
     """One backend: prepare, serve, load, drain, verify.  ``database_url`` None is
     the embedded default (SQLite in the data dir)."""
@@ -585,7 +604,8 @@ async def run_load(backend: str, database_url: str | None, config: LoadConfig,
     progress(f"[{backend}] preparing {config.users} users, {config.devices} devices")
     world = await prepare(env, config)
     server = ServerProcess(env, workdir / "server.log", workers=config.workers)
-    server.start()
+    progress(f"[{backend}] starting the server ({config.workers} process(es))")
+    await asyncio.to_thread(server.start)
     devices: list[Device] = []
     try:
         devices = [Device(n, spec, world, server.base_url, recorder, config.seed, config.think)
@@ -601,13 +621,17 @@ async def run_load(backend: str, database_url: str | None, config: LoadConfig,
         outcome.seconds = time.monotonic() - start
         recorder.measuring = False
         progress(f"[{backend}] drain: every device syncs until nothing moves")
-        for _ in range(4):
+        for _ in range(6):
+            before = sum(len(d.touched) for d in devices)
             await gather_limited([lambda d=d: d.safely(d.sync) for d in devices], 50)
+            if before == 0:
+                break  # a whole round with nothing to push: every device has all
+        progress(f"[{backend}] verifying")
         await verify(devices, server.base_url, outcome, photo_timeout)
     finally:
         for d in devices:
             await d.close()
-        status = server.stop()
+        status = await asyncio.to_thread(server.stop)
         if status not in (0, -15, None):  # uvicorn re-raises the SIGTERM it handled
             outcome.failures.append(f"server exited with status {status}")
     check_log(server.log_text(), outcome)
