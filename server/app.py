@@ -7,6 +7,7 @@ startup/shutdown events.  ``uvicorn --factory server.app:create_app`` (as
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -50,7 +51,7 @@ def package_version() -> str:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size)
     storage = LocalStorage(settings.media_dir)
     runner = jobs.JobRunner(
         database,
@@ -142,4 +143,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database
     app.state.storage = storage
     app.state.jobs = runner
+    # Sync pushes of this process wait here, one at a time, before they take
+    # a database connection: they serialise on the writer lock anyway
+    # (server/models/sequence.py), and waiting inside a connection would
+    # empty the pool for pulls and uploads.
+    app.state.push_turn = asyncio.Lock()
     return app

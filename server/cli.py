@@ -106,6 +106,10 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
         access_log=False,  # the app logs each request itself, with its id
         proxy_headers=True,
         timeout_keep_alive=settings.keep_alive_seconds,
+        # uvicorn kills a worker that does not answer its health ping in time
+        # (default 5 s) and starts another: on a busy machine that kills
+        # workers still importing the app, or serving requests.
+        timeout_worker_healthcheck=60,
     )
 
 

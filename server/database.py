@@ -23,8 +23,13 @@ APP_LABEL = "models"
 MIGRATIONS_MODULE = "server.migrations"
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def tortoise_config(database_url: str, pool_size: int | None = None) -> dict[str, Any]:
     connection: str | dict[str, Any] = database_url
+    if pool_size is not None and not database_url.startswith("sqlite://") \
+            and "maxsize=" not in database_url:
+        # asyncpg's pool: Tortoise reads maxsize from the URL's query.
+        sep = "&" if "?" in database_url else "?"
+        connection = f"{database_url}{sep}maxsize={int(pool_size)}"
     if database_url.startswith("sqlite://"):
         # WAL lets readers go on while one writer writes; transactions begin
         # IMMEDIATE and a busy timeout makes a writer of another process (a
@@ -58,8 +63,9 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 class Database:
     """One database: opened by the lifespan, made current per request."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int | None = None) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.context = TortoiseContext()
 
     @property
@@ -74,7 +80,7 @@ class Database:
 
     async def open(self) -> None:
         with self.context:
-            await self.context.init(config=tortoise_config(self.url))
+            await self.context.init(config=tortoise_config(self.url, self.pool_size))
 
     async def close(self) -> None:
         await self.context.close_connections()

@@ -40,6 +40,7 @@ class Settings:
     job_workers: int = 2
     review_lease_minutes: int = 10
     keep_alive_seconds: int = 75
+    database_pool_size: int = 10
     # Open-data releases: grid cell (degrees) that obscured records and
     # sensitive taxa are snapped to, and the public address of this server
     # (for absolute URLs in releases; empty means relative URLs).
@@ -102,6 +103,7 @@ class Settings:
             job_workers=config(PREFIX + "JOB_WORKERS", cast=int, default=2),
             review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
             keep_alive_seconds=config(PREFIX + "KEEP_ALIVE_SECONDS", cast=int, default=75),
+            database_pool_size=config(PREFIX + "DATABASE_POOL_SIZE", cast=int, default=10),
             grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
             public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
         )
@@ -130,6 +132,7 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "JOB_WORKERS",
         "REVIEW_LEASE_MINUTES",
         "KEEP_ALIVE_SECONDS",
+        "DATABASE_POOL_SIZE",
         "GRID_DEGREES",
         "PUBLIC_URL",
     )
