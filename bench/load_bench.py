@@ -52,6 +52,7 @@ import random
 import re
 import secrets
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -125,12 +126,17 @@ def endpoint_label(request: httpx.Request) -> str:
     return f"{request.method} {path}"
 
 
+# One TLS context for every device (plain HTTP on loopback, but httpx builds a
+# context per transport otherwise: 400 certificate-store loads at start).
+_TLS = ssl.create_default_context()
+
+
 class TimedTransport(httpx.AsyncBaseTransport):
     """A device's network: times each request to its last body byte, records failures."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
-        self.inner = httpx.AsyncHTTPTransport(retries=0)
+        self.inner = httpx.AsyncHTTPTransport(retries=0, verify=_TLS)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         label = endpoint_label(request)
@@ -442,7 +448,7 @@ async def first_pull(base_url: str, token: str) -> dict[str, list[dict[str, Any]
     """Every page of a first pull, records listed as sent (duplicates kept)."""
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     cursor: int | None = None
-    async with httpx.AsyncClient(base_url=base_url, timeout=60,
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=_TLS,
                                  headers={"Authorization": f"Bearer {token}"}) as http:
         while True:
             params = {"schema_version": "1", "limit": "500"}
@@ -535,7 +541,7 @@ async def verify(devices: list[Device], base_url: str, outcome: Outcome,
     deadline = time.monotonic() + photo_timeout
 
     async def check_photo(photo_id: str) -> str | None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=60, headers={
+        async with httpx.AsyncClient(base_url=base_url, timeout=60, verify=_TLS, headers={
                 "Authorization": f"Bearer {tokens_of[photo_id]}"}) as http:
             while True:
                 r = await http.get(f"{API}/photos/{photo_id}")
