@@ -34,7 +34,7 @@ class ServerProcess:
     """``phenosync serve --workers N`` with ``env`` on top of this process's environment."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, workers: int = 1,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 180.0) -> None:
         self.env = env
         self.log_path = log_path
         self.workers = workers
