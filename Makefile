@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check install install-test node-deps bench-deps bench clean
+.PHONY: serve test check install install-test node-deps bench-deps bench load-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ node-deps: $(NODE_STAMPS)
 bench-deps: bench/node/node_modules/.installed
 bench: install bench-deps
 	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)
+
+## load-bench: 200 devices against `phenosync serve` (SQLite; PostgreSQL with 4
+## workers when PHENOSYNC_BENCH_POSTGRES_URL is set); writes bench/load_report.md
+load-bench: install-test
+	$(BIN)/python bench/load_bench.py --report $(BENCH_ARGS)
 
 ## test: checks, then the whole suite (SQLite; PostgreSQL too when
 ## PHENOSYNC_TEST_POSTGRES_URL is set)

@@ -7,6 +7,7 @@ startup/shutdown events.  ``uvicorn --factory server.app:create_app`` (as
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -37,6 +38,7 @@ from server.openapi import document
 from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
+from server.sqlite_client import ServerLock
 from server.storage import LocalStorage
 
 
@@ -50,7 +52,7 @@ def package_version() -> str:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size)
     storage = LocalStorage(settings.media_dir)
     runner = jobs.JobRunner(
         database,
@@ -73,8 +75,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ENDPOINTS, package_version(), extra_paths={**uploads.OPENAPI, **MediaServer.OPENAPI}
     )
 
+    sqlite_path = database.sqlite_path
+    server_lock = ServerLock(sqlite_path) if sqlite_path else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if server_lock is not None:
+            server_lock.acquire()  # warns when another server process has the file
         await database.open()
         runner.start()
         try:
@@ -82,6 +89,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await runner.stop()
             await database.close()
+            if server_lock is not None:
+                server_lock.release()
 
     async def health(request: Request) -> Response:
         try:
@@ -138,4 +147,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database
     app.state.storage = storage
     app.state.jobs = runner
+    # Sync pushes of this process wait here, one at a time, before they take
+    # a database connection: they serialise on the writer lock anyway
+    # (server/models/sequence.py), and waiting inside a connection would
+    # empty the pool for pulls and uploads.
+    app.state.push_turn = asyncio.Lock()
     return app

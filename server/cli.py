@@ -88,6 +88,13 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
     """Apply pending migrations, then serve the API."""
     import uvicorn
 
+    if workers > 1 and settings.database_url.startswith("sqlite://"):
+        raise click.UsageError(
+            f"--workers {workers} on SQLite: run one process on SQLite (its single writer "
+            "queues the requests of one process; several processes contend for it and can "
+            "fail with 'database is locked'). Set PHENOSYNC_DATABASE_URL to a PostgreSQL "
+            "database to run several workers (docs/operations.md)."
+        )
     run_with_database(settings, lambda db: db.migrate(progress=_progress))
     uvicorn.run(
         "server.app:create_app",
@@ -98,6 +105,11 @@ def serve(settings: Settings, host: str | None, port: int | None, workers: int) 
         log_level=settings.log_level,
         access_log=False,  # the app logs each request itself, with its id
         proxy_headers=True,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        # uvicorn kills a worker that does not answer its health ping in time
+        # (default 5 s) and starts another: on a busy machine that kills
+        # workers still importing the app, or serving requests.
+        timeout_worker_healthcheck=60,
     )
 
 

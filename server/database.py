@@ -23,17 +23,23 @@ APP_LABEL = "models"
 MIGRATIONS_MODULE = "server.migrations"
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def tortoise_config(database_url: str, pool_size: int | None = None) -> dict[str, Any]:
     connection: str | dict[str, Any] = database_url
+    if pool_size is not None and not database_url.startswith("sqlite://") \
+            and "maxsize=" not in database_url:
+        # asyncpg's pool: Tortoise reads maxsize from the URL's query.
+        sep = "&" if "?" in database_url else "?"
+        connection = f"{database_url}{sep}maxsize={int(pool_size)}"
     if database_url.startswith("sqlite://"):
-        # WAL lets readers go on while one writer writes; a busy timeout makes
-        # a second writer wait (queue) instead of failing with "database is
-        # locked".  synchronous=FULL syncs the WAL at every commit: a commit
-        # that was acknowledged survives a power cut, not only a killed
-        # process (NORMAL, often paired with WAL, may lose the last ones).
+        # WAL lets readers go on while one writer writes; transactions begin
+        # IMMEDIATE and a busy timeout makes a writer of another process (a
+        # CLI command beside the server) wait (queue) instead of failing with
+        # "database is locked" (server/sqlite_client.py).
+        # synchronous=FULL syncs the WAL at every commit: a commit that was
+        # acknowledged survives a power cut, not only a killed process.
         path = database_url[len("sqlite://") :]
         connection = {
-            "engine": "tortoise.backends.sqlite",
+            "engine": "server.sqlite_client",
             "credentials": {
                 "file_path": path,
                 "journal_mode": "WAL",
@@ -60,17 +66,24 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 class Database:
     """One database: opened by the lifespan, made current per request."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int | None = None) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.context = TortoiseContext()
 
     @property
     def dialect(self) -> str:
         return "sqlite" if self.url.startswith("sqlite://") else "postgres"
 
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file of a SQLite database (None for PostgreSQL or in memory)."""
+        path = self.url[len("sqlite://") :] if self.dialect == "sqlite" else ""
+        return path if path and path != ":memory:" else None
+
     async def open(self) -> None:
         with self.context:
-            await self.context.init(config=tortoise_config(self.url))
+            await self.context.init(config=tortoise_config(self.url, self.pool_size))
 
     async def close(self) -> None:
         await self.context.close_connections()

@@ -40,6 +40,8 @@ class Settings:
     job_workers: int = 2
     job_lease_seconds: int = 60
     review_lease_minutes: int = 10
+    keep_alive_seconds: int = 75
+    database_pool_size: int = 10
     # Open-data releases: grid cell (degrees) that obscured records and
     # sensitive taxa are snapped to, and the public address of this server
     # (for absolute URLs in releases; empty means relative URLs).
@@ -104,6 +106,8 @@ class Settings:
                 3, config(PREFIX + "JOB_LEASE_SECONDS", cast=int, default=60)
             ),
             review_lease_minutes=config(PREFIX + "REVIEW_LEASE_MINUTES", cast=int, default=10),
+            keep_alive_seconds=config(PREFIX + "KEEP_ALIVE_SECONDS", cast=int, default=75),
+            database_pool_size=config(PREFIX + "DATABASE_POOL_SIZE", cast=int, default=10),
             grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
             public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
         )
@@ -132,6 +136,8 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "JOB_WORKERS",
         "JOB_LEASE_SECONDS",
         "REVIEW_LEASE_MINUTES",
+        "KEEP_ALIVE_SECONDS",
+        "DATABASE_POOL_SIZE",
         "GRID_DEGREES",
         "PUBLIC_URL",
     )

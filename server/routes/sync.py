@@ -80,7 +80,7 @@ async def push_changes(call: Call) -> Response:
     device = call.body.get("device_id") or call.request.headers.get("x-device-id") or None
     if device is not None and (len(device) > 64 or "\x00" in device):
         raise errors.InvalidParameter("X-Device-Id may be at most 64 characters, without NUL.")
-    async with in_transaction() as conn:
+    async with call.request.app.state.push_turn, in_transaction() as conn:
         await lock_writers(conn)
         result = await push(
             OrmSyncStore(conn), user_id=user.id, device=device, last_pulled_at=last_pulled_at,

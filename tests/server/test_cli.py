@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -117,3 +118,13 @@ async def test_recheck_flags_open_records_after_the_project_area_moves(db: Starl
     assert done.returncode != 0 and "no project" in done.stderr
     done = phenosync(db, "recheck")
     assert done.returncode == 0 and "Checked 1 open record(s); 0 changed" in done.stdout
+
+
+def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    env = {**os.environ, "PHENOSYNC_DATA_DIR": str(tmp_path)}
+    env.pop("PHENOSYNC_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--workers", "4"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "run one process on SQLite" in done.stderr
+    assert not (tmp_path / "phenosync.sqlite3").exists()  # refused before migrating
