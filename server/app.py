@@ -36,7 +36,7 @@ from server.openapi import document
 from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
-from server.storage import LocalStorage
+from server.storage import storage_for
 
 
 def package_version() -> str:
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
     database = Database(settings.database_url)
-    storage = LocalStorage(settings.media_dir)
+    storage = storage_for(settings)
     runner = jobs.JobRunner(
         database,
         handlers={
