@@ -32,7 +32,7 @@ async def test_tus_upload_processing_and_serving_with_media_on_s3(
     try:
         user, token = await make_user()
         photo = await make_photo(user)
-        data = noisy_jpeg((2600, 1800))  # more than one 5 MiB part
+        data = noisy_jpeg((3000, 2000))  # more than one 5 MiB part
         assert len(data) > MIN_PART
         endpoint = server.base + "/api/v1/uploads/"
 
