@@ -49,8 +49,10 @@ def _run(command: list[str]) -> None:
         raise BackupError(f"{command[0]} failed: {done.stderr.strip()}")
 
 
-def backup(settings: Settings, target: Path) -> dict[str, Any]:
-    """Write a backup archive to ``target``; return its manifest."""
+def backup(settings: Settings, target: Path, *, media: bool = True) -> dict[str, Any]:
+    """Write a backup archive to ``target``; return its manifest.  Without
+    ``media`` the archive has no ``media/`` (copy the bucket with the object
+    store's tools), and restoring it leaves the configured media alone."""
     url = settings.database_url
     with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
         work = Path(tmp)
@@ -71,6 +73,8 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         folders = [f for f in FOLDERS if (settings.data_dir / f).is_dir()]
         if not local_media and "media" not in folders:
             folders.insert(0, "media")
+        if not media:
+            folders = [f for f in folders if f != "media"]
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "created_at": datetime.now(UTC).isoformat(),

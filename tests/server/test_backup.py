@@ -6,14 +6,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 from starlette.applications import Starlette
 
+from server.backup import backup
 from server.demo import load_demo
 from server.models.observations import Observation
+from server.settings import Settings
 from tests.conftest import POSTGRES_URL
 from tests.s3server import S3Server
 
@@ -119,6 +122,12 @@ async def test_backup_and_restore_with_media_on_s3(tmp_path: Path, s3_server: S3
     done = phenosync(tmp_path / "a", url, "backup", str(archive), env=s3_server.env(source))
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "a" / "media").exists()
+    bare = backup(Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path / "a"),
+                                     "PHENOSYNC_DATABASE_URL": url, **s3_server.env(source)}),
+                  tmp_path / "bare.tar.gz", media=False)
+    assert "media" not in bare["folders"]
+    with tarfile.open(tmp_path / "bare.tar.gz") as tar:
+        assert not [n for n in tar.getnames() if n.startswith("media")]
 
     into = f"sqlite://{tmp_path / 'target.sqlite3'}"
     done = phenosync(tmp_path / "b", into, "restore", str(archive), env=s3_server.env(target))
