@@ -187,11 +187,10 @@ class S3Storage:
         spool = tempfile.SpooledTemporaryFile(max_size=WRITE_BUFFER)
         in_part = 0  # bytes in the spool
         if segments and segments[-1].size < self.part_size:
-            # The last part is not full: continue it (read back, then rewritten).
+            # The last part is not full: continue it (read back into the
+            # spool, then PUT again when it fills or this write ends).
             number -= 1
-            head = await to_thread.run_sync(self._read, segments[-1].name, 0, segments[-1].size)
-            spool.write(head)
-            in_part = len(head)
+            in_part = await to_thread.run_sync(self._fill, spool, segments[-1])
         stored = 0  # bytes of this call in full parts already PUT
         buffered = 0  # bytes of this call in the spool
         pending = bytearray()
@@ -243,6 +242,17 @@ class S3Storage:
             finally:
                 await to_thread.run_sync(spool.close)
         return stored
+
+    def _fill(self, spool: IO[bytes], segment: Segment) -> int:
+        if not segment.size:
+            return 0
+        body = self._get(segment.name, 0, segment.size)
+        try:
+            while chunk := body.read(WRITE_BUFFER):
+                spool.write(chunk)
+        finally:
+            body.close()
+        return segment.size
 
     def _writable(self, name: str, offset: int) -> list[Segment]:
         """The part objects of ``name`` cut to ``offset``: an ordinary object
