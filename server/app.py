@@ -39,7 +39,7 @@ from server.review import pages as review_pages
 from server.routes import ENDPOINTS
 from server.settings import Settings
 from server.sqlite_client import ServerLock
-from server.storage import LocalStorage
+from server.storage import storage_for
 
 
 def package_version() -> str:
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json)
     database = Database(settings.database_url, pool_size=settings.database_pool_size)
-    storage = LocalStorage(settings.media_dir)
+    storage = storage_for(settings)
     runner = jobs.JobRunner(
         database,
         handlers={

@@ -5,6 +5,11 @@ A backup is one ``.tar.gz`` holding ``manifest.json``, the database
 PostgreSQL: a ``pg_dump`` custom-format dump), and the ``media/`` and
 ``releases/`` folders.  It can be taken while the server runs.  Restore
 refuses to overwrite a database that holds data unless told to.
+
+Media on S3 (``PHENOSYNC_MEDIA_URL=s3://…``) are read through the storage
+interface into the same ``media/<key>`` entries, and restored into the
+configured storage whichever it is: a backup of a server with local media
+restores into a bucket and the other way round (the way to move media).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from server.settings import Settings
+from server.storage import LocalStorage, Storage, storage_for
 
 FORMAT = 1
 FOLDERS = ("media", "releases")
@@ -43,8 +49,10 @@ def _run(command: list[str]) -> None:
         raise BackupError(f"{command[0]} failed: {done.stderr.strip()}")
 
 
-def backup(settings: Settings, target: Path) -> dict[str, Any]:
-    """Write a backup archive to ``target``; return its manifest."""
+def backup(settings: Settings, target: Path, *, media: bool = True) -> dict[str, Any]:
+    """Write a backup archive to ``target``; return its manifest.  Without
+    ``media`` the archive has no ``media/`` (copy the bucket with the object
+    store's tools), and restoring it leaves the configured media alone."""
     url = settings.database_url
     with tempfile.TemporaryDirectory(dir=settings.data_dir) as tmp:
         work = Path(tmp)
@@ -60,12 +68,20 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
             db_file = "database.pgdump"
             _run(["pg_dump", "--format=custom", "--no-owner", "--file", str(work / db_file),
                   _pg_url(url)])
+        storage = storage_for(settings)
+        local_media = isinstance(storage, LocalStorage)
+        folders = [f for f in FOLDERS if (settings.data_dir / f).is_dir()]
+        if not local_media and "media" not in folders:
+            folders.insert(0, "media")
+        if not media:
+            folders = [f for f in folders if f != "media"]
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "created_at": datetime.now(UTC).isoformat(),
             "database": "sqlite" if db_file.endswith("sqlite3") else "postgres",
             "database_file": db_file,
-            "folders": [f for f in FOLDERS if (settings.data_dir / f).is_dir()],
+            "folders": folders,
+            "media_from": "local" if local_media else settings.media_url,
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
         partial = target.with_name(target.name + ".partial")
@@ -73,7 +89,10 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
             archive.add(work / "manifest.json", "manifest.json")
             archive.add(work / db_file, db_file)
             for folder in manifest["folders"]:
-                archive.add(settings.data_dir / folder, folder)
+                if folder == "media" and not local_media:
+                    _add_objects(archive, storage)
+                else:
+                    archive.add(settings.data_dir / folder, folder)
         partial.replace(target)  # a crash never leaves a truncated backup behind
     return manifest
 
@@ -111,9 +130,52 @@ def restore(settings: Settings, source: Path, *, force: bool = False,
         else:
             _run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
                   "--dbname", _pg_url(url), str(db_file)])
+        storage = storage_for(settings)
         for folder in manifest["folders"]:
+            if folder == "media" and not isinstance(storage, LocalStorage):
+                _restore_objects(storage, work / folder)
+                continue
             destination = settings.data_dir / folder
             if destination.exists():
                 shutil.rmtree(destination)
             shutil.copytree(work / folder, destination)
     return manifest
+
+
+def _add_objects(archive: tarfile.TarFile, storage: Storage) -> None:
+    """Every key of ``storage`` as ``media/<key>``, streamed (never whole in memory)."""
+    info = tarfile.TarInfo("media")
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(datetime.now(UTC).timestamp())
+    archive.addfile(info)
+    for key, _ in sorted(storage.keys()):
+        try:
+            handle = storage.open(key)
+        except FileNotFoundError:
+            continue  # deleted since it was listed (a finished upload)
+        with handle:
+            entry = tarfile.TarInfo(f"media/{key}")
+            entry.size = handle.seek(0, 2)  # what the key holds now
+            handle.seek(0)
+            entry.mode, entry.mtime = 0o600, info.mtime
+            archive.addfile(entry, handle)
+
+
+def _restore_objects(storage: Storage, folder: Path) -> None:
+    """Make ``storage`` hold exactly the files below ``folder``."""
+    restored: set[str] = set()
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            key = path.relative_to(folder).as_posix()
+            if path.is_file() and not path.name.startswith("."):
+                with path.open("rb") as handle:
+                    try:
+                        storage.put_file(key, handle)
+                    except ValueError:
+                        raise BackupError(
+                            f"media/{key} in the backup is not a media key of Phenosync: "
+                            "is this a Phenosync backup?"
+                        ) from None
+                restored.add(key)
+    for key, _ in list(storage.keys()):
+        if key not in restored:
+            storage.remove(key)

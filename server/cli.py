@@ -224,13 +224,15 @@ def purge_tombstones_command(settings: Settings) -> None:
 
 @main.command("backup")
 @click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-media", is_flag=True,
+              help="Leave media out (copy a bucket with the object store's own tools).")
 @click.pass_obj
-def backup_command(settings: Settings, target: Path) -> None:
+def backup_command(settings: Settings, target: Path, no_media: bool) -> None:
     """Write a backup of the database and media to TARGET (.tar.gz); safe while serving."""
     from server.backup import BackupError, backup
 
     try:
-        manifest = backup(settings, target)
+        manifest = backup(settings, target, media=not no_media)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Backed up the {manifest['database']} database and "

@@ -47,6 +47,14 @@ class Settings:
     # (for absolute URLs in releases; empty means relative URLs).
     grid_degrees: float = 0.1
     public_url: str = ""
+    # Media: empty means ``<data dir>/media``; ``s3://bucket/prefix`` a bucket
+    # of an S3-compatible object store (``server/s3.py``).
+    media_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: Secret = field(default=Secret(""), repr=False)
+    s3_part_bytes: int = 8 * 1024 * 1024
 
     @property
     def media_dir(self) -> Path:
@@ -110,6 +118,14 @@ class Settings:
             database_pool_size=config(PREFIX + "DATABASE_POOL_SIZE", cast=int, default=10),
             grid_degrees=config(PREFIX + "GRID_DEGREES", cast=float, default=0.1),
             public_url=config(PREFIX + "PUBLIC_URL", cast=str, default="").rstrip("/"),
+            media_url=_media_url(config(PREFIX + "MEDIA_URL", cast=str, default="")),
+            s3_endpoint_url=config(PREFIX + "S3_ENDPOINT_URL", cast=str, default=""),
+            s3_region=config(PREFIX + "S3_REGION", cast=str, default=""),
+            s3_access_key_id=config(PREFIX + "S3_ACCESS_KEY_ID", cast=str, default=""),
+            s3_secret_access_key=config(
+                PREFIX + "S3_SECRET_ACCESS_KEY", cast=Secret, default=Secret("")
+            ),
+            s3_part_bytes=config(PREFIX + "S3_PART_BYTES", cast=int, default=8 * 1024 * 1024),
         )
 
 
@@ -140,8 +156,28 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "DATABASE_POOL_SIZE",
         "GRID_DEGREES",
         "PUBLIC_URL",
+        "MEDIA_URL",
+        "S3_ENDPOINT_URL",
+        "S3_REGION",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "S3_PART_BYTES",
     )
 )
+
+
+def _media_url(url: str) -> str:
+    """Empty, or ``s3://bucket[/prefix]``: anything else is refused at start."""
+    url = url.strip()
+    if not url:
+        return ""
+    bucket = url[len("s3://"):].split("/", 1)[0] if url.startswith("s3://") else ""
+    if not bucket:
+        raise ValueError(
+            f"PHENOSYNC_MEDIA_URL={url!r} is not understood: leave it empty for the media "
+            "folder of the data dir, or set s3://bucket/prefix for an S3-compatible bucket."
+        )
+    return url.rstrip("/")
 
 
 def normalise_database_url(url: str) -> str:

@@ -1,9 +1,11 @@
 """Media storage behind one small interface: bytes by key.
 
-Everything that touches media (uploads, originals, derivatives, later
-releases) goes through ``Storage``; a local directory implements it now, and
-an object store can later (``write_at`` then stages parts, ``copy`` is a
-server-side copy).
+Everything that touches media (uploads, originals, derivatives) goes through
+``Storage``.  Two implementations: a local directory (``LocalStorage``, the
+default) and an S3-compatible bucket (``server.object_store.S3Storage``, when
+``PHENOSYNC_MEDIA_URL`` is ``s3://bucket/prefix``); ``storage_for`` picks one
+from the settings.  ``tests/server/test_storage.py`` runs the same contract
+tests on both.
 
 Keys are made by the server only (``uploads/<random id>``,
 ``originals/<sha256>``, ``derivatives/<sha256>/<size>.jpg``): a name a client
@@ -20,11 +22,14 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from anyio import to_thread
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_.-]+)*$")
 # Bytes gathered before one write: few thread hops, little memory per upload.
@@ -55,15 +60,39 @@ class Storage(Protocol):
     async def put(self, key: str, data: bytes) -> None: ...
 
     def open(self, key: str) -> BinaryIO:
-        """A blocking file object for reading (for work in a thread)."""
+        """A blocking, seekable file object for reading (for work in a thread);
+        ``FileNotFoundError`` when there is no such key."""
 
-    def stream(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]: ...
+    def stream(
+        self, key: str, chunk_size: int = 256 * 1024, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``start`` up to (not including) ``end`` (default: the end)."""
 
     async def size(self, key: str) -> int | None: ...
 
-    async def copy(self, source: str, target: str) -> None: ...
+    async def copy(self, source: str, target: str) -> None:
+        """Make ``target`` hold ``source``'s bytes; an existing target is kept
+        (keys that name content by its hash are equal when they exist)."""
 
     async def delete(self, key: str) -> None: ...
+
+    # Blocking, for backup and restore (the CLI, not the server):
+
+    def keys(self) -> Iterator[tuple[str, int]]:
+        """Every key with its size, in no particular order."""
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """Store ``source``'s bytes (read to its end) under ``key``."""
+
+    def remove(self, key: str) -> None:
+        """``delete``, blocking."""
+
+
+def check_key(key: str) -> str:
+    """``key`` when it is one the server makes; ``ValueError`` otherwise."""
+    if not _KEY.match(key) or ".." in key or "." in key.split("/"):
+        raise StorageKeyError(f"not a storage key: {key!r}")
+    return key
 
 
 class LocalStorage:
@@ -73,9 +102,7 @@ class LocalStorage:
         self.root = root
 
     def key_path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key or "." in key.split("/"):
-            raise StorageKeyError(f"not a storage key: {key!r}")
-        path = self.root / key
+        path = self.root / check_key(key)
         # A symbolic link inside the media directory (planted, or restored from
         # a doctored backup) must not lead a key out of it.
         if not path.resolve().is_relative_to(self.root.resolve()):
@@ -140,13 +167,21 @@ class LocalStorage:
         fd = os.open(self.key_path(key), os.O_RDONLY | os.O_NOFOLLOW)
         return os.fdopen(fd, "rb")
 
-    async def stream(self, key: str, chunk_size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    async def stream(
+        self, key: str, chunk_size: int = 256 * 1024, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         handle = await to_thread.run_sync(self.open, key)
         try:
-            while True:
-                chunk = await to_thread.run_sync(handle.read, chunk_size)
+            if start:
+                handle.seek(start)
+            left = None if end is None else max(end - start, 0)
+            while left is None or left > 0:
+                want = chunk_size if left is None else min(chunk_size, left)
+                chunk = await to_thread.run_sync(handle.read, want)
                 if not chunk:
                     return
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
         finally:
             await to_thread.run_sync(handle.close)
@@ -162,7 +197,27 @@ class LocalStorage:
         await to_thread.run_sync(_link_or_copy, self.key_path(source), self.key_path(target))
 
     async def delete(self, key: str) -> None:
-        await to_thread.run_sync(lambda: self.key_path(key).unlink(missing_ok=True))
+        await to_thread.run_sync(self.remove, key)
+
+    def keys(self) -> Iterator[tuple[str, int]]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            # Temporary files of an atomic write start with a dot: not keys.
+            if path.is_file() and not path.name.startswith(".") and _KEY.match(key):
+                yield key, path.stat().st_size
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        path = self.key_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            shutil.copyfileobj(source, handle, WRITE_BUFFER)
+        os.replace(tmp, path)
+
+    def remove(self, key: str) -> None:
+        self.key_path(key).unlink(missing_ok=True)
 
 
 async def _maybe_await(value: object) -> None:
@@ -248,5 +303,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
-def storage_for(media_dir: Path) -> LocalStorage:
-    return LocalStorage(media_dir)
+def storage_for(settings: Settings) -> Storage:
+    """The storage ``settings`` ask for: ``PHENOSYNC_MEDIA_URL`` empty means
+    the ``media/`` folder of the data dir, ``s3://bucket/prefix`` a bucket."""
+    if settings.media_url.startswith("s3://"):
+        from server.object_store import S3Storage  # boto3 loads only when used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.media_dir)

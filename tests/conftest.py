@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from server.app import create_app
 from server.settings import Settings
+from tests.s3server import S3Server, start_s3_server
 
 POSTGRES_URL = os.environ.get("PHENOSYNC_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
@@ -121,3 +123,17 @@ async def client(db: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def tmp_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {"PHENOSYNC_DATA_DIR": str(tmp_path / "data")}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto_server) on a loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = start_s3_server(port)
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(10)

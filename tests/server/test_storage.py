@@ -1,11 +1,21 @@
+"""The storage contract: the same tests on both implementations, a local
+directory and a bucket on a real S3-compatible server (tests/s3server.py)."""
+
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from server.storage import LocalStorage, StorageKeyError
+from server.object_store import MIN_PART, S3Storage
+from server.settings import Settings
+from server.storage import LocalStorage, Storage, StorageKeyError, storage_for
+from tests.s3server import S3Server
+
+MIB = 1024 * 1024
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -13,32 +23,157 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_write_at_appends_and_cuts_off_what_follows(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path)
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path)
+    server: S3Server = request.getfixturevalue("s3_server")
+    # The smallest part S3 allows, so that a few MiB span several parts.
+    return server.storage(server.new_bucket(), part_size=MIN_PART)
+
+
+async def read_all(storage: Storage, key: str, **kwargs: int) -> bytes:
+    return b"".join([c async for c in storage.stream(key, 4, **kwargs)])
+
+
+async def test_write_at_appends_and_cuts_off_what_follows(storage: Storage) -> None:
     assert await storage.write_at("uploads/a", 0, chunks(b"hello ", b"wrong")) == 11
     assert await storage.write_at("uploads/a", 6, chunks(b"world")) == 5
     assert await storage.size("uploads/a") == 11
-    assert b"".join([c async for c in storage.stream("uploads/a", 4)]) == b"hello world"
+    assert await read_all(storage, "uploads/a") == b"hello world"
     await storage.truncate("uploads/a", 5)
     with storage.open("uploads/a") as handle:
         assert handle.read() == b"hello"
 
 
-async def test_copy_put_delete(tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path)
+async def test_an_empty_write_makes_the_key(storage: Storage) -> None:
+    assert await storage.write_at("uploads/e", 0, chunks()) == 0
+    assert await storage.size("uploads/e") == 0
+    assert await storage.size("uploads/other") is None
+
+
+async def test_copy_put_delete(storage: Storage) -> None:
     await storage.put("uploads/b", b"bytes")
     await storage.copy("uploads/b", "originals/abc")
+    await storage.put("uploads/c", b"other")
+    await storage.copy("uploads/c", "originals/abc")  # an existing target is kept
     await storage.delete("uploads/b")
     assert await storage.size("uploads/b") is None
     assert await storage.size("originals/abc") == 5
+    assert await read_all(storage, "originals/abc") == b"bytes"
     await storage.delete("uploads/b")  # deleting twice is fine
 
 
+async def test_stream_a_range_and_open_seeks(storage: Storage) -> None:
+    data = bytes(range(256)) * 40
+    await storage.put("derivatives/x/320.jpg", data)
+    assert await read_all(storage, "derivatives/x/320.jpg", start=100, end=1000) == data[100:1000]
+    assert await read_all(storage, "derivatives/x/320.jpg", start=10000) == data[10000:]
+    with storage.open("derivatives/x/320.jpg") as handle:
+        handle.seek(-16, io.SEEK_END)
+        assert handle.read() == data[-16:]
+        handle.seek(5)
+        assert handle.read(3) == data[5:8] and handle.tell() == 8
+    with pytest.raises(FileNotFoundError):
+        storage.open("derivatives/x/missing.jpg")
+
+
+async def test_a_large_upload_in_pieces_cut_resumed_and_copied(storage: Storage) -> None:
+    """Several parts' worth, written as tus does: a PATCH, a cut back to an
+    earlier offset (a failed checksum), resumed; then kept as an original."""
+    data = os.urandom(12 * MIB + 12345)
+    flushed: list[int] = []
+    pieces = (data[i:min(i + 300_000, 7 * MIB)] for i in range(0, 7 * MIB, 300_000))
+    first = await storage.write_at("uploads/big", 0, chunks(*pieces), on_flush=flushed.append)
+    assert first == 7 * MIB
+    assert flushed and flushed == sorted(flushed) and flushed[-1] <= first
+    await storage.truncate("uploads/big", 6 * MIB + 77)
+    assert await storage.size("uploads/big") == 6 * MIB + 77
+    rest = data[6 * MIB + 77:]
+    pieces = (rest[i:i + MIB] for i in range(0, len(rest), MIB))
+    written = await storage.write_at("uploads/big", 6 * MIB + 77, chunks(*pieces))
+    assert written == len(rest)
+    assert await storage.size("uploads/big") == len(data)
+    with storage.open("uploads/big") as handle:
+        handle.seek(5 * MIB - 10)
+        assert handle.read(20) == data[5 * MIB - 10:5 * MIB + 10]  # across a part boundary
+    await storage.copy("uploads/big", "originals/big")
+    await storage.delete("uploads/big")
+    assert await storage.size("uploads/big") is None
+    with storage.open("originals/big") as handle:
+        assert handle.read() == data
+    assert await read_all(storage, "originals/big", start=MIB, end=MIB + 9) == data[MIB:MIB + 9]
+
+
+async def test_a_broken_body_keeps_what_arrived(storage: Storage) -> None:
+    async def breaks() -> AsyncIterator[bytes]:
+        yield b"first "
+        yield b"second"
+        raise ConnectionResetError("the phone went into a tunnel")
+
+    with pytest.raises(ConnectionResetError):
+        await storage.write_at("uploads/d", 0, breaks())
+    assert await storage.size("uploads/d") == 12
+    await storage.write_at("uploads/d", 12, chunks(b" third"))
+    assert await read_all(storage, "uploads/d") == b"first second third"
+
+
+async def test_write_at_continues_a_put_key(storage: Storage) -> None:
+    """A key stored whole (as a restore does) can be continued and cut."""
+    await storage.put("uploads/r", b"restored bytes")
+    await storage.write_at("uploads/r", 9, chunks(b"and more"))
+    assert await read_all(storage, "uploads/r") == b"restored and more"
+
+
+async def test_keys_put_file_and_remove_for_backups(storage: Storage) -> None:
+    await storage.put("originals/aa", b"12345")
+    await storage.write_at("uploads/u", 0, chunks(b"abc"))
+    storage.put_file("derivatives/aa/320.jpg", io.BytesIO(b"jpeg"))
+    assert dict(storage.keys()) == {
+        "originals/aa": 5, "uploads/u": 3, "derivatives/aa/320.jpg": 4
+    }
+    storage.remove("uploads/u")
+    assert sorted(k for k, _ in storage.keys()) == ["derivatives/aa/320.jpg", "originals/aa"]
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "/etc/passwd", "uploads/../../x",
-                                 "Uploads/A", "uploads/a b", ""])
-def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
+                                 "Uploads/A", "uploads/a b", "", "uploads/a~part/000001"])
+async def test_keys_cannot_leave_the_root(storage: Storage, key: str) -> None:
     with pytest.raises(ValueError):
-        LocalStorage(tmp_path).key_path(key)
+        await storage.size(key)
+    with pytest.raises(ValueError):
+        await storage.put(key, b"x")
+
+
+async def test_s3_keeps_an_upload_as_parts_and_an_original_as_one_object(
+    s3_server: S3Server,
+) -> None:
+    bucket = s3_server.new_bucket()
+    storage = s3_server.storage(bucket, "media/", part_size=MIN_PART)
+    data = os.urandom(MIN_PART * 2 + 5)
+    await storage.write_at("uploads/p", 0, chunks(data))
+    objects = s3_server.objects(bucket)
+    assert objects == {
+        "media/uploads/p~part/000001": MIN_PART,
+        "media/uploads/p~part/000002": MIN_PART,
+        "media/uploads/p~part/000003": 5,
+    }
+    await storage.copy("uploads/p", "originals/p")  # UploadPartCopy: server side
+    await storage.delete("uploads/p")
+    assert s3_server.objects(bucket) == {"media/originals/p": len(data)}
+
+
+def test_settings_choose_the_storage(tmp_path: Path, s3_server: S3Server) -> None:
+    local = Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path)})
+    assert isinstance(storage_for(local), LocalStorage)
+    env = {"PHENOSYNC_DATA_DIR": str(tmp_path), **s3_server.env("photos", "site/a")}
+    chosen = storage_for(Settings.from_env(env))
+    assert isinstance(chosen, S3Storage)
+    assert (chosen.bucket, chosen.prefix) == ("photos", "site/a/")
+    for wrong in ("s3://", "/srv/media", "gs://bucket"):
+        with pytest.raises(ValueError, match="PHENOSYNC_MEDIA_URL"):
+            Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path),
+                               "PHENOSYNC_MEDIA_URL": wrong})
 
 
 def test_a_key_through_a_link_out_of_the_root_is_refused(tmp_path: Path) -> None:

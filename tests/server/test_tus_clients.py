@@ -44,8 +44,9 @@ class LiveServer:
     """``uvicorn --factory server.app:create_app`` in a child process, with the
     test session's database and data dir and one job worker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,6 +57,7 @@ class LiveServer:
             "PHENOSYNC_DATA_DIR": str(self.settings.data_dir),
             "PHENOSYNC_DATABASE_URL": self.settings.database_url,
             "PHENOSYNC_JOB_WORKERS": "1",
+            **self.env,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
