@@ -12,10 +12,13 @@ person can act on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import mmap
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, BinaryIO, cast
@@ -174,8 +177,9 @@ def inspect(handle: IO[bytes], max_pixels: int, *, decode: bool = False) -> Insp
     if decode:
         _decode(image, (1, 1))
     else:
-        handle.seek(0)
-        if not _structure_complete(fmt, handle.read()):
+        with _contents(handle) as data:
+            complete = _structure_complete(fmt, data)
+        if not complete:
             raise ImageRefused(
                 "corrupt_image", f"The {fmt} file is truncated: its end is missing."
             )
@@ -183,13 +187,28 @@ def inspect(handle: IO[bytes], max_pixels: int, *, decode: bool = False) -> Insp
     return found
 
 
-def _structure_complete(fmt: str, data: bytes) -> bool:
+@contextlib.contextmanager
+def _contents(handle: IO[bytes]) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes: mapped when it is a real file (only the pages looked
+    at are read, and a 20 MB file costs no 20 MB of memory), else read."""
+    try:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        handle.seek(0)
+        yield handle.read()
+        return
+    with mapped:
+        yield mapped
+
+
+def _structure_complete(fmt: str, data: bytes | mmap.mmap) -> bool:
     if fmt == "JPEG":
         # Entropy-coded data never holds FF D9 (an FF there is stuffed with
         # 00), so an end-of-image marker after the first scan means the scan
-        # data is complete; makers' trailers after it are fine.
+        # data is complete; makers' trailers after it are fine.  Searched from
+        # the end: the marker is (nearly) the file's last two bytes.
         sos = _first_scan(data)
-        return sos > 0 and data.find(b"\xff\xd9", sos) != -1
+        return sos > 0 and data.rfind(b"\xff\xd9", sos) != -1
     if fmt == "PNG":
         return data.rfind(b"IEND\xaeB`\x82") != -1
     if fmt == "WEBP":
@@ -197,7 +216,7 @@ def _structure_complete(fmt: str, data: bytes) -> bool:
     return True  # HEIF: libheif checked the boxes on open; the job decodes it all
 
 
-def _first_scan(data: bytes) -> int:
+def _first_scan(data: bytes | mmap.mmap) -> int:
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:

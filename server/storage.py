@@ -37,11 +37,14 @@ class Storage(Protocol):
         chunks: AsyncIterable[bytes],
         *,
         on_flush: Callable[[int], object] | None = None,
+        observe: Callable[[bytes], object] | None = None,
     ) -> int:
         """Write ``chunks`` at ``offset`` (cutting off anything after it); return
         the number of bytes written.  ``on_flush(total)`` is called after each
-        buffered write, so a caller may record progress; the last write is
-        synced to disk before this returns."""
+        buffered write, so a caller may record progress; ``observe(block)`` sees
+        every block just before it is written, in the writing thread (hashes
+        are computed there, off the event loop); everything written is synced
+        to disk before this returns."""
 
     async def truncate(self, key: str, length: int) -> None: ...
 
@@ -77,6 +80,7 @@ class LocalStorage:
         chunks: AsyncIterable[bytes],
         *,
         on_flush: Callable[[int], object] | None = None,
+        observe: Callable[[bytes], object] | None = None,
     ) -> int:
         path = self.key_path(key)
         handle = await to_thread.run_sync(_open_at, path, offset)
@@ -85,6 +89,8 @@ class LocalStorage:
         last_flush = time.monotonic()
 
         def flush(data: bytes, sync: bool) -> None:
+            if observe is not None and data:
+                observe(data)
             handle.write(data)
             handle.flush()
             if sync:

@@ -68,9 +68,6 @@ OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/api/v1/uploads/"
 LEASE_MS = 5_000
 PROGRESS_SECONDS = 1.0
-# A completed upload's job waits this long unless the completing request
-# releases it at once: the safety net for a crash between the two.
-JOB_SAFETY_DELAY_S = 30
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -407,6 +404,16 @@ class TusServer:
         progress = {"flushed": 0}
         received = 0
         digest = CHECKSUMS[checksum[0]]() if checksum else None
+        # A body that is the whole file (the usual case) is hashed as it is
+        # written, so completing it needs no second read; a resumed upload's
+        # file is hashed again at the end.
+        whole = hashlib.sha256() if offset == 0 and upload.declared_sha256 else None
+
+        def observe(block: bytes) -> None:  # in the writing thread
+            if digest is not None:
+                digest.update(block)
+            if whole is not None:
+                whole.update(block)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal received
@@ -414,8 +421,6 @@ class TusServer:
                 received += len(chunk)
                 if received > room:
                     raise _TooLong()
-                if digest is not None:
-                    digest.update(chunk)
                 UPLOAD_BYTES.inc(len(chunk))
                 yield chunk
 
@@ -426,7 +431,11 @@ class TusServer:
                 await asyncio.sleep(PROGRESS_SECONDS)
                 values: dict[str, Any] = {"locked_until": jobs.now_ms() + LEASE_MS}
                 if digest is None:
-                    values["offset"] = offset + progress["flushed"]
+                    # Never the whole length: the last byte is acknowledged
+                    # only by the request that completes the upload (checked
+                    # and handed to processing), so a client resuming after a
+                    # crash always sends it again.
+                    values["offset"] = offset + max(0, min(progress["flushed"], room - 1))
                 await mine.update(**values)
 
         def flushed(total: int) -> None:
@@ -438,7 +447,7 @@ class TusServer:
         try:
             try:
                 written = await self.storage.write_at(
-                    upload.storage_key, offset, body(), on_flush=flushed
+                    upload.storage_key, offset, body(), on_flush=flushed, observe=observe
                 )
             except _TooLong:
                 error = errors.PayloadTooLarge(
@@ -473,7 +482,7 @@ class TusServer:
             await self.storage.truncate(upload.storage_key, new_offset)
         upload.offset = new_offset
         if new_offset == upload.length:
-            await self._complete(upload, token)
+            await self._complete(upload, token, whole.hexdigest() if whole else None)
         else:
             upload.expires_at = self._new_expiry()
             await mine.update(
@@ -527,9 +536,27 @@ class TusServer:
                 code="invalid_header",
             ) from None
 
-    async def _complete(self, upload: Upload, token: str) -> None:
-        """All bytes are in: hand the upload to processing (durably), then check
-        the content so that the client hears about a bad file now."""
+    async def _complete(self, upload: Upload, token: str, sha256: str | None) -> None:
+        """All bytes are in (and on disk): check the content, so that the client
+        hears about a bad file now, then in one transaction mark the upload
+        complete and queue its processing (a durable job).  ``sha256`` is the
+        file's hash when this request wrote all of it.
+
+        A crash before the transaction leaves the upload receiving, at most at
+        ``length - 1`` (see ``keep_lease``): the client sends the end again.
+        """
+        try:
+            await to_thread.run_sync(
+                _check_content, self.storage, upload.storage_key,
+                upload.declared_sha256, sha256, self.settings.max_image_pixels,
+            )
+        except images.ImageRefused as refused:
+            await photos.mark_failed(upload.id, refused.code, self.storage)
+            if refused.code == "sha256_mismatch":
+                raise errors.ChecksumMismatch(
+                    refused.message, code="sha256_mismatch"
+                ) from None
+            raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
         async with in_transaction() as conn:
             done = await Upload.filter(id=upload.id, lock_token=token).using_db(conn).update(
                 offset=upload.length, state=UploadStatus.COMPLETE,
@@ -541,34 +568,20 @@ class TusServer:
             await Photo.filter(id=upload.photo_id).using_db(conn).update(  # type: ignore[attr-defined]
                 upload_state=UploadState.PROCESSING, updated_seq=seq
             )
-            job = await jobs.enqueue(
-                photos.JOB_KIND, {"upload_id": upload.id},
-                delay_s=JOB_SAFETY_DELAY_S, using_db=conn,
-            )
-        try:
-            await to_thread.run_sync(
-                _check_content, self.storage, upload.storage_key,
-                upload.declared_sha256, self.settings.max_image_pixels,
-            )
-        except images.ImageRefused as refused:
-            await photos.mark_failed(upload.id, refused.code, self.storage)
-            if refused.code == "sha256_mismatch":
-                raise errors.ChecksumMismatch(
-                    refused.message, code="sha256_mismatch"
-                ) from None
-            raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
-        await jobs.run_now(job.id)
+            await jobs.enqueue(photos.JOB_KIND, {"upload_id": upload.id}, using_db=conn)
         self.notify()
 
 
-def _check_content(storage: Storage, key: str, sha256: str | None, max_pixels: int) -> None:
+def _check_content(
+    storage: Storage, key: str, declared: str | None, computed: str | None, max_pixels: int
+) -> None:
     with storage.open(key) as handle:
-        if sha256 is not None:
-            actual, _ = images.sha256_of(handle)
-            if actual != sha256:
+        if declared is not None:
+            actual = computed or images.sha256_of(handle)[0]
+            if actual != declared:
                 raise images.ImageRefused(
                     "sha256_mismatch",
-                    f"The file's sha256 is {actual}, not the declared {sha256}.",
+                    f"The file's sha256 is {actual}, not the declared {declared}.",
                 )
         images.inspect(handle, max_pixels)  # headers and structure: fast
 
