@@ -293,6 +293,8 @@ class TusServer:
                 f"A body sent with the creation request must be {OCTET_STREAM!r}."
             )
         upload_id = secrets.token_hex(16)
+        # A body sent with the creation is written under a lease taken with it.
+        lease = secrets.token_hex(8) if with_body else None
         async with in_transaction() as conn:
             photo = await Photo.get_or_none(id=photo_id, is_deleted=False, using_db=conn)
             if photo is None:
@@ -317,6 +319,8 @@ class TusServer:
                 content_type=filetype or None,
                 storage_key=f"uploads/{upload_id}",
                 expires_at=self._new_expiry(),
+                locked_until=jobs.now_ms() + LEASE_MS if lease else 0,
+                lock_token=lease,
                 using_db=conn,
             )
             if photo.upload_state != UploadState.UPLOADING:
@@ -328,7 +332,7 @@ class TusServer:
             Location=PREFIX + upload_id, **{"Upload-Expires": _expires(upload)}
         )
         if with_body:
-            offset = await self._write(request, upload, 0)
+            offset = await self._write(request, upload, 0, lease)
             headers["Upload-Offset"] = str(offset)
         return Response(status_code=201, headers=headers)
 
@@ -369,24 +373,37 @@ class TusServer:
             headers["Upload-Expires"] = _expires(upload)
         return Response(status_code=204, headers=headers)
 
-    async def _write(self, request: Request, upload: Upload, offset: int) -> int:
+    async def _write(
+        self, request: Request, upload: Upload, offset: int, token: str | None = None
+    ) -> int:
         """Stream the body to storage at ``offset`` under the write lease; returns
-        the new offset.  Completes the upload when it is the last byte."""
-        checksum = self._checksum(request)
-        room = upload.length - offset
-        content_length = _int_header(request, "content-length", required=False)
-        if content_length is not None and content_length > room:
-            raise errors.PayloadTooLarge(
-                f"The body ({content_length} bytes) runs past Upload-Length: "
-                f"{room} bytes are left from offset {offset}.",
-                code="upload_past_length", details={"offset": offset, "length": upload.length},
-            )
-        token = secrets.token_hex(8)
-        now = jobs.now_ms()
-        taken = await Upload.filter(
-            Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
-            Q(locked_until__lt=now) | Q(lock_token=None),
-        ).update(locked_until=now + LEASE_MS, lock_token=token)
+        the new offset.  Completes the upload when it is the last byte.
+        ``token``: the lease is already held (taken with the creation)."""
+        try:
+            checksum = self._checksum(request)
+            room = upload.length - offset
+            content_length = _int_header(request, "content-length", required=False)
+            if content_length is not None and content_length > room:
+                raise errors.PayloadTooLarge(
+                    f"The body ({content_length} bytes) runs past Upload-Length: "
+                    f"{room} bytes are left from offset {offset}.",
+                    code="upload_past_length",
+                    details={"offset": offset, "length": upload.length},
+                )
+        except errors.PhenosyncError:
+            if token is not None:
+                await Upload.filter(id=upload.id, lock_token=token).update(
+                    locked_until=0, lock_token=None)
+            raise
+        if token is None:
+            token = secrets.token_hex(8)
+            now = jobs.now_ms()
+            taken = await Upload.filter(
+                Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
+                Q(locked_until__lt=now) | Q(lock_token=None),
+            ).update(locked_until=now + LEASE_MS, lock_token=token)
+        else:
+            taken = 1
         if not taken:
             fresh = await Upload.get(id=upload.id)
             if fresh.offset != offset:
@@ -409,7 +426,7 @@ class TusServer:
         # file is hashed again at the end.
         whole = hashlib.sha256() if offset == 0 and upload.declared_sha256 else None
 
-        def observe(block: bytes) -> None:  # in the writing thread
+        def observe(block: bytes | bytearray) -> None:  # in the writing thread
             if digest is not None:
                 digest.update(block)
             if whole is not None:
