@@ -8,10 +8,12 @@
 3. Peak server RSS with 50 concurrent 20 MB tus uploads, against 300 MB.
    Goal < 1.0 (of the limit).
 
-Run: ``.venv/bin/python bench/photo_bench.py`` (about a minute).
-``BENCH_WORKERS=0`` runs the server without job workers, so the upload figure
-does not share the CPU with processing the photos already uploaded.  Everything
-is generated locally; the server runs on 127.0.0.1 with a throw-away data dir.
+Run: ``.venv/bin/python bench/photo_bench.py [derivatives] [upload] [memory]``
+(all three by default; about a minute).  The server runs without job workers
+unless ``BENCH_WORKERS=1``: processing photos is the first figure, and a
+worker processing the uploaded photos would compete with the uploads (and the
+memory figure) for two cores.  Everything is generated locally; the server
+runs on 127.0.0.1 with a throw-away data dir.
 """
 
 from __future__ import annotations
@@ -275,7 +277,9 @@ def derivatives(photos: list[bytes]) -> None:
 
 def server_figures(photos: list[bytes], parts: set[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        workers = os.environ.get("BENCH_WORKERS", "1")
+        workers = os.environ.get("BENCH_WORKERS", "0")
+        print(f"server: SQLite, {workers} job workers (BENCH_WORKERS; processing the photos is "
+              "the derivatives figure, and with workers it competes for the CPU)")
         env = {"PHENOSYNC_DATA_DIR": tmp, "PHENOSYNC_JOB_WORKERS": workers,
                "PHENOSYNC_LOG_LEVEL": "warning",
                "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
