@@ -180,6 +180,7 @@ class S3Storage:
         chunks: AsyncIterable[bytes],
         *,
         on_flush: Callable[[int], object] | None = None,
+        observe: Callable[[bytes | bytearray], object] | None = None,
     ) -> int:
         name = self._name(key)
         segments = await to_thread.run_sync(self._writable, name, offset)
@@ -195,8 +196,10 @@ class S3Storage:
         buffered = 0  # bytes of this call in the spool
         pending = bytearray()
 
-        def spool_write(data: bytes) -> None:
+        def spool_write(data: bytes) -> None:  # in order, in a worker thread
             spool.write(data)
+            if observe is not None:
+                observe(data)
 
         def put_part(part: int) -> None:
             spool.seek(0)

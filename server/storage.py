@@ -18,6 +18,7 @@ so a key can never read or write outside the root
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -49,11 +50,14 @@ class Storage(Protocol):
         chunks: AsyncIterable[bytes],
         *,
         on_flush: Callable[[int], object] | None = None,
+        observe: Callable[[bytes | bytearray], object] | None = None,
     ) -> int:
         """Write ``chunks`` at ``offset`` (cutting off anything after it); return
         the number of bytes written.  ``on_flush(total)`` is called after each
-        buffered write, so a caller may record progress; the last write is
-        synced to disk before this returns."""
+        buffered write, so a caller may record progress; ``observe(block)`` sees
+        every block just before it is written, in the writing thread (hashes
+        are computed there, off the event loop); everything written is synced
+        to disk before this returns."""
 
     async def truncate(self, key: str, length: int) -> None: ...
 
@@ -116,18 +120,45 @@ class LocalStorage:
         chunks: AsyncIterable[bytes],
         *,
         on_flush: Callable[[int], object] | None = None,
+        observe: Callable[[bytes | bytearray], object] | None = None,
     ) -> int:
         path = self.key_path(key)
-        handle = await to_thread.run_sync(_open_at, path, offset)
+        # File work runs in a thread, one step at a time, while the event loop
+        # goes on receiving: at most one block is being written while the
+        # next one fills (WRITE_BUFFER bytes each), so memory stays bounded
+        # and the body is never held up by the disk it is waiting for.
+        handle: BinaryIO | None = None
+        in_flight: tuple[asyncio.Future[None], int] | None = None
         written = 0
         buffer = bytearray()
         last_flush = time.monotonic()
 
-        def flush(data: bytes, sync: bool) -> None:
+        def flush(data: bytearray, last: bool) -> None:  # opened by the first call
+            nonlocal handle
+            if handle is None:
+                handle = _open_at(path, offset)
+            if observe is not None and data:
+                observe(data)
             handle.write(data)
             handle.flush()
-            if sync:
+            if last:
                 os.fsync(handle.fileno())
+                handle.close()
+
+        def start(work: Callable[..., None], *args: object, size: int = 0) -> None:
+            nonlocal in_flight
+            in_flight = asyncio.ensure_future(to_thread.run_sync(work, *args)), size
+
+        async def settle() -> None:
+            nonlocal in_flight, written
+            if in_flight is None:
+                return
+            (step, size), in_flight = in_flight, None
+            await step
+            if size:
+                written += size
+                if on_flush is not None:
+                    await _maybe_await(on_flush(written))
 
         try:
             async for chunk in chunks:
@@ -138,22 +169,19 @@ class LocalStorage:
                     buffer and time.monotonic() - last_flush >= FLUSH_SECONDS
                 ):
                     last_flush = time.monotonic()
-                    data = bytes(buffer)
-                    buffer.clear()
-                    await to_thread.run_sync(flush, data, False)
-                    written += len(data)
-                    if on_flush is not None:
-                        await _maybe_await(on_flush(written))
+                    block, buffer = buffer, bytearray()  # handed over, not copied
+                    await settle()
+                    start(flush, block, False, size=len(block))
         finally:
             # Whatever arrived before an error or a dropped connection is kept:
             # the caller decides (and records) how much of it counts.
-            if buffer:
-                data = bytes(buffer)
-                await to_thread.run_sync(flush, data, True)
-                written += len(data)
-            else:
-                await to_thread.run_sync(flush, b"", True)
-            await to_thread.run_sync(handle.close)
+            try:
+                await settle()
+                await to_thread.run_sync(flush, buffer, True)  # synced and closed
+                written += len(buffer)
+            finally:
+                if handle is not None and not handle.closed:  # an error on the way
+                    await to_thread.run_sync(handle.close)
         return written
 
     async def truncate(self, key: str, length: int) -> None:

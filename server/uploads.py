@@ -298,6 +298,8 @@ class TusServer:
                 f"A body sent with the creation request must be {OCTET_STREAM!r}."
             )
         upload_id = secrets.token_hex(16)
+        # A body sent with the creation is written under a lease taken with it.
+        lease = secrets.token_hex(8) if with_body else None
         async with in_transaction() as conn:
             photo = await Photo.get_or_none(id=photo_id, is_deleted=False, using_db=conn)
             if photo is None:
@@ -322,6 +324,8 @@ class TusServer:
                 content_type=filetype or None,
                 storage_key=f"uploads/{upload_id}",
                 expires_at=self._new_expiry(),
+                locked_until=jobs.now_ms() + LEASE_MS if lease else 0,
+                lock_token=lease,
                 using_db=conn,
             )
             if photo.upload_state != UploadState.UPLOADING:
@@ -333,7 +337,7 @@ class TusServer:
             Location=PREFIX + upload_id, **{"Upload-Expires": _expires(upload)}
         )
         if with_body:
-            offset = await self._write(request, upload, 0)
+            offset = await self._write(request, upload, 0, lease)
             headers["Upload-Offset"] = str(offset)
         return Response(status_code=201, headers=headers)
 
@@ -374,24 +378,37 @@ class TusServer:
             headers["Upload-Expires"] = _expires(upload)
         return Response(status_code=204, headers=headers)
 
-    async def _write(self, request: Request, upload: Upload, offset: int) -> int:
+    async def _write(
+        self, request: Request, upload: Upload, offset: int, token: str | None = None
+    ) -> int:
         """Stream the body to storage at ``offset`` under the write lease; returns
-        the new offset.  Completes the upload when it is the last byte."""
-        checksum = self._checksum(request)
-        room = upload.length - offset
-        content_length = _int_header(request, "content-length", required=False)
-        if content_length is not None and content_length > room:
-            raise errors.PayloadTooLarge(
-                f"The body ({content_length} bytes) runs past Upload-Length: "
-                f"{room} bytes are left from offset {offset}.",
-                code="upload_past_length", details={"offset": offset, "length": upload.length},
-            )
-        token = secrets.token_hex(8)
-        now = jobs.now_ms()
-        taken = await Upload.filter(
-            Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
-            Q(locked_until__lt=now) | Q(lock_token=None),
-        ).update(locked_until=now + LEASE_MS, lock_token=token)
+        the new offset.  Completes the upload when it is the last byte.
+        ``token``: the lease is already held (taken with the creation)."""
+        try:
+            checksum = self._checksum(request)
+            room = upload.length - offset
+            content_length = _int_header(request, "content-length", required=False)
+            if content_length is not None and content_length > room:
+                raise errors.PayloadTooLarge(
+                    f"The body ({content_length} bytes) runs past Upload-Length: "
+                    f"{room} bytes are left from offset {offset}.",
+                    code="upload_past_length",
+                    details={"offset": offset, "length": upload.length},
+                )
+        except errors.PhenosyncError:
+            if token is not None:
+                await Upload.filter(id=upload.id, lock_token=token).update(
+                    locked_until=0, lock_token=None)
+            raise
+        if token is None:
+            token = secrets.token_hex(8)
+            now = jobs.now_ms()
+            taken = await Upload.filter(
+                Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
+                Q(locked_until__lt=now) | Q(lock_token=None),
+            ).update(locked_until=now + LEASE_MS, lock_token=token)
+        else:
+            taken = 1
         if not taken:
             fresh = await Upload.get(id=upload.id)
             if fresh.offset != offset:
@@ -409,6 +426,16 @@ class TusServer:
         progress = {"flushed": 0}
         received = 0
         digest = CHECKSUMS[checksum[0]]() if checksum else None
+        # A body that is the whole file (the usual case) is hashed as it is
+        # written, so completing it needs no second read; a resumed upload's
+        # file is hashed again at the end.
+        whole = hashlib.sha256() if offset == 0 and upload.declared_sha256 else None
+
+        def observe(block: bytes | bytearray) -> None:  # in the writing thread
+            if digest is not None:
+                digest.update(block)
+            if whole is not None:
+                whole.update(block)
 
         async def body() -> AsyncIterator[bytes]:
             nonlocal received
@@ -416,8 +443,6 @@ class TusServer:
                 received += len(chunk)
                 if received > room:
                     raise _TooLong()
-                if digest is not None:
-                    digest.update(chunk)
                 UPLOAD_BYTES.inc(len(chunk))
                 yield chunk
 
@@ -428,7 +453,11 @@ class TusServer:
                 await asyncio.sleep(PROGRESS_SECONDS)
                 values: dict[str, Any] = {"locked_until": jobs.now_ms() + LEASE_MS}
                 if digest is None:
-                    values["offset"] = offset + progress["flushed"]
+                    # Never the whole length: the last byte is acknowledged
+                    # only by the request that completes the upload (checked
+                    # and handed to processing), so a client resuming after a
+                    # crash always sends it again.
+                    values["offset"] = offset + max(0, min(progress["flushed"], room - 1))
                 await mine.update(**values)
 
         def flushed(total: int) -> None:
@@ -440,7 +469,7 @@ class TusServer:
         try:
             try:
                 written = await self.storage.write_at(
-                    upload.storage_key, offset, body(), on_flush=flushed
+                    upload.storage_key, offset, body(), on_flush=flushed, observe=observe
                 )
             except _TooLong:
                 error = errors.PayloadTooLarge(
@@ -475,7 +504,7 @@ class TusServer:
             await self.storage.truncate(upload.storage_key, new_offset)
         upload.offset = new_offset
         if new_offset == upload.length:
-            await self._complete(upload, token)
+            await self._complete(upload, token, whole.hexdigest() if whole else None)
         else:
             upload.expires_at = self._new_expiry()
             await mine.update(
@@ -529,9 +558,27 @@ class TusServer:
                 code="invalid_header",
             ) from None
 
-    async def _complete(self, upload: Upload, token: str) -> None:
-        """All bytes are in: hand the upload to processing (durably), then check
-        the content so that the client hears about a bad file now."""
+    async def _complete(self, upload: Upload, token: str, sha256: str | None) -> None:
+        """All bytes are in (and on disk): check the content, so that the client
+        hears about a bad file now, then in one transaction mark the upload
+        complete and queue its processing (a durable job).  ``sha256`` is the
+        file's hash when this request wrote all of it.
+
+        A crash before the transaction leaves the upload receiving, at most at
+        ``length - 1`` (see ``keep_lease``): the client sends the end again.
+        """
+        try:
+            await to_thread.run_sync(
+                _check_content, self.storage, upload.storage_key,
+                upload.declared_sha256, sha256, self.settings.max_image_pixels,
+            )
+        except images.ImageRefused as refused:
+            await photos.mark_failed(upload.id, refused.code, self.storage)
+            if refused.code == "sha256_mismatch":
+                raise errors.ChecksumMismatch(
+                    refused.message, code="sha256_mismatch"
+                ) from None
+            raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
         async with in_transaction() as conn:
             done = await Upload.filter(id=upload.id, lock_token=token).using_db(conn).update(
                 offset=upload.length, state=UploadStatus.COMPLETE,
@@ -543,37 +590,20 @@ class TusServer:
             await Photo.filter(id=upload.photo_id).using_db(conn).update(  # type: ignore[attr-defined]
                 upload_state=UploadState.PROCESSING, updated_seq=seq
             )
-            # The job waits (one job lease) unless this request releases it
-            # at once after the content check: the safety net for a crash
-            # between the two.
-            job = await jobs.enqueue(
-                photos.JOB_KIND, {"upload_id": upload.id},
-                delay_s=self.settings.job_lease_seconds, using_db=conn,
-            )
-        try:
-            await to_thread.run_sync(
-                _check_content, self.storage, upload.storage_key,
-                upload.declared_sha256, self.settings.max_image_pixels,
-            )
-        except images.ImageRefused as refused:
-            await photos.mark_failed(upload.id, refused.code, self.storage)
-            if refused.code == "sha256_mismatch":
-                raise errors.ChecksumMismatch(
-                    refused.message, code="sha256_mismatch"
-                ) from None
-            raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
-        await jobs.run_now(job.id)
+            await jobs.enqueue(photos.JOB_KIND, {"upload_id": upload.id}, using_db=conn)
         self.notify()
 
 
-def _check_content(storage: Storage, key: str, sha256: str | None, max_pixels: int) -> None:
+def _check_content(
+    storage: Storage, key: str, declared: str | None, computed: str | None, max_pixels: int
+) -> None:
     with storage.open(key) as handle:
-        if sha256 is not None:
-            actual, _ = images.sha256_of(handle)
-            if actual != sha256:
+        if declared is not None:
+            actual = computed or images.sha256_of(handle)[0]
+            if actual != declared:
                 raise images.ImageRefused(
                     "sha256_mismatch",
-                    f"The file's sha256 is {actual}, not the declared {sha256}.",
+                    f"The file's sha256 is {actual}, not the declared {declared}.",
                 )
         images.inspect(handle, max_pixels)  # headers and structure: fast
 

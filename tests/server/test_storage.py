@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from server.object_store import MIN_PART, S3Storage
 from server.settings import Settings
-from server.storage import LocalStorage, Storage, StorageKeyError, storage_for
+from server.storage import WRITE_BUFFER, LocalStorage, Storage, StorageKeyError, storage_for
 from tests.s3server import S3Server
 
 MIB = 1024 * 1024
@@ -50,6 +51,35 @@ async def test_an_empty_write_makes_the_key(storage: Storage) -> None:
     assert await storage.write_at("uploads/e", 0, chunks()) == 0
     assert await storage.size("uploads/e") == 0
     assert await storage.size("uploads/other") is None
+
+
+async def test_write_at_in_blocks_observes_every_byte_and_keeps_what_arrived(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    data = random.Random(5).randbytes(3 * WRITE_BUFFER + 1234)
+    seen: list[bytes] = []
+    progress: list[int] = []
+
+    async def body(fail: bool) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 100_000):
+            if fail and start >= 2 * WRITE_BUFFER:
+                raise ConnectionError("the phone went away")
+            yield data[start : start + 100_000]
+
+    written = await storage.write_at(
+        "uploads/c", 0, body(False), on_flush=progress.append, observe=seen.append
+    )
+    assert written == len(data) and b"".join(seen) == data
+    assert progress == sorted(progress) and 0 < progress[-1] < len(data)
+    with storage.open("uploads/c") as handle:
+        assert handle.read() == data
+    # A body that breaks off: every byte received before is written and synced.
+    with pytest.raises(ConnectionError):
+        await storage.write_at("uploads/c", 0, body(True))
+    with storage.open("uploads/c") as handle:
+        kept = handle.read()
+    assert kept == data[: (2 * WRITE_BUFFER // 100_000 + 1) * 100_000]
 
 
 async def test_copy_put_delete(storage: Storage) -> None:

@@ -270,16 +270,21 @@ async def test_bad_files_are_refused_on_the_last_patch(
     assert (await Photo.get(id=photo.id)).upload_state == UploadState.READY
 
 
+# One PATCH with the whole file is hashed as it is written; a file sent in
+# parts is hashed again when it completes.
+@pytest.mark.parametrize("chunk", [64 * 1024, 10**9], ids=["in-parts", "one-patch"])
 async def test_a_declared_sha256_that_does_not_match_is_460(
-    client: httpx.AsyncClient, db: Starlette
+    client: httpx.AsyncClient, db: Starlette, chunk: int
 ) -> None:
     user, token = await make_user()
     data = jpeg()
     photo = await make_photo(user, declared_sha256=sha256(b"something else"))
-    r = await upload_file(client, token, photo.id, data)
+    r = await upload_file(client, token, photo.id, data, chunk=chunk)
     assert r.status_code == 460 and r.json()["error"]["code"] == "sha256_mismatch"
     await run_jobs(db)
     await assert_nothing_attached(photo.id)
+    photo = await make_photo(user, declared_sha256=sha256(data))
+    assert (await upload_file(client, token, photo.id, data, chunk=chunk)).status_code == 204
 
 
 async def test_malformed_exif_is_accepted_without_exif(
@@ -506,8 +511,12 @@ async def test_a_link_planted_in_the_media_directory_is_not_followed(
     shutil.rmtree(derivatives)
     (outside / "320.jpg").write_bytes(b"do not serve")
     derivatives.symlink_to(outside, target_is_directory=True)
-    r = await client.get(f"/api/v1/photos/{ready.id}/original", headers=auth(token))
-    assert r.status_code == 404 and r.json()["error"]["code"] == "file_missing"
-    r = await client.get(f"/api/v1/photos/{ready.id}/derivatives/320")
-    assert r.status_code == 404 and b"do not serve" not in r.content
-    assert target.read_bytes() == b"do not overwrite"
+    try:
+        r = await client.get(f"/api/v1/photos/{ready.id}/original", headers=auth(token))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "file_missing"
+        r = await client.get(f"/api/v1/photos/{ready.id}/derivatives/320")
+        assert r.status_code == 404 and b"do not serve" not in r.content
+        assert target.read_bytes() == b"do not overwrite"
+    finally:  # the media directory is the session's: later tests store this image too
+        for link in (original, derivatives, path):
+            link.unlink(missing_ok=True)
