@@ -9,7 +9,7 @@ it accepts.  From the same list the app builds its Starlette routes and
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,6 +53,15 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class Query:
+    """A query parameter, as ``/openapi.json`` documents it (the handler parses it)."""
+
+    name: str
+    schema: Mapping[str, Any]
+    description: str = ""
+
+
 @dataclass
 class Endpoint:
     method: str
@@ -65,6 +74,10 @@ class Endpoint:
     status: int = 200
     tags: Sequence[str] = field(default_factory=tuple)
     description: str = ""
+    query: Sequence[Query] = field(default_factory=tuple)
+    # Statuses this endpoint answers besides the ones every endpoint may
+    # (server/openapi.py), e.g. ``{409: "The user name is taken."}``.
+    errors: Mapping[int, str] = field(default_factory=dict)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -80,6 +80,24 @@ _TUS_ERRORS = {400: "Bad header or metadata.", 401: "No or bad token.",
                410: "Upload expired, terminated or refused.",
                412: "Tus-Resumable is not 1.0.0.", 413: "Over Tus-Max-Size or past the length.",
                415: "Wrong Content-Type or file type."}
+_TUS_RESUMABLE = {"name": "Tus-Resumable", "required": True,
+                  "schema": {"type": "string", "enum": [TUS_VERSION]}}
+_CREATE_HEADERS = (
+    _TUS_RESUMABLE,
+    {"name": "Upload-Length", "required": True,
+     "schema": {"type": "integer", "minimum": 1},
+     "description": "The file's size in bytes (deferred lengths are not supported)."},
+    {"name": "Upload-Metadata", "required": True, "schema": {"type": "string"},
+     "description": "Comma-separated 'key base64(value)' pairs: photo_id (required), "
+                    "filename, filetype, sha256."},
+)
+_PATCH_HEADERS = (
+    _TUS_RESUMABLE,
+    {"name": "Upload-Offset", "required": True, "schema": {"type": "integer", "minimum": 0},
+     "description": "Where these bytes go: the offset the server has."},
+    {"name": "Upload-Checksum", "required": False, "schema": {"type": "string"},
+     "description": "'sha1 <base64 digest>' or 'sha256 <base64 digest>' of this body."},
+)
 OPENAPI: dict[str, dict[str, Any]] = {
     PREFIX: {
         "options": raw_operation("tus_options", "tus capabilities (Tus-Version, "
@@ -89,25 +107,29 @@ OPENAPI: dict[str, dict[str, Any]] = {
                               "(creation, creation-with-upload)", Access.USER,
                               {201: "Created; Location names the upload.", **_TUS_ERRORS,
                                409: "The photo is already uploaded.",
-                               422: "Empty upload, or a refused file."}, tags=("photos",)),
+                               422: "Empty upload, or a refused file."}, tags=("photos",),
+                              headers=_CREATE_HEADERS, body_type=OCTET_STREAM),
     },
     PREFIX + "{upload_id}": {
         "options": raw_operation("tus_options_upload", "tus capabilities", Access.PUBLIC,
                                  {204: "Capabilities in headers."}, tags=("photos",)),
         "head": raw_operation("tus_head", "Where an upload stands (Upload-Offset, "
                               "Upload-Length)", Access.USER,
-                              {200: "State in headers.", **_TUS_ERRORS}, tags=("photos",)),
+                              {200: "State in headers.", **_TUS_ERRORS}, tags=("photos",),
+                              headers=(_TUS_RESUMABLE,)),
         "patch": raw_operation("tus_patch", "Append bytes at Upload-Offset", Access.USER,
                                {204: "Stored; Upload-Offset is the new offset.", **_TUS_ERRORS,
                                 409: "Upload-Offset does not match.",
                                 422: "The completed file is not an acceptable image.",
                                 423: "Another request is writing this upload.",
                                 460: "Body does not match Upload-Checksum, or the file its "
-                                     "declared sha256."}, tags=("photos",)),
+                                     "declared sha256."}, tags=("photos",),
+                               headers=_PATCH_HEADERS, body_type=OCTET_STREAM),
         "delete": raw_operation("tus_delete", "Terminate an unfinished upload", Access.USER,
                                 {204: "Terminated.", **_TUS_ERRORS,
                                  409: "The upload is complete.",
-                                 423: "A request is writing it."}, tags=("photos",)),
+                                 423: "A request is writing it."}, tags=("photos",),
+                                headers=(_TUS_RESUMABLE,)),
     },
 }
 

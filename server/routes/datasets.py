@@ -40,5 +40,6 @@ ENDPOINTS = [
     Endpoint("POST", "/api/v1/datasets", create_release,
              "Publish a release (coordinators, admins); 409 when the version exists",
              Access.COORDINATOR, request_schema="release-create", status=201,
+             errors={409: "That version exists already (releases never change)."},
              tags=("datasets",)),
 ]

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from tortoise.transactions import in_transaction
 
 from schemas import errors
-from server.endpoint import Access, Call, Endpoint
+from server.endpoint import Access, Call, Endpoint, Query
 from server.models.reference import Project
 from server.quality import explanations
 from server.review import access, queue
@@ -121,19 +121,27 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/review/queue", list_queue,
              "The next items waiting for you (without claiming them)", Access.USER, tags=TAGS,
              description="Query: project (slug), taxon_id, phenophase_id, flag, limit (1-100). "
-             "Most flags first, then oldest; escalated items first for experts."),
+             "Most flags first, then oldest; escalated items first for experts.",
+             query=(Query("project", {"type": "string"}, "A project's slug."),
+                    Query("taxon_id", {"type": "integer"}),
+                    Query("phenophase_id", {"type": "integer"}),
+                    Query("flag", {"type": "string"}, "A quality flag code."),
+                    Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PEEK}))),
     Endpoint("POST", "/api/v1/review/claims", claim_items,
              "Claim the next items with a lease", Access.USER, request_schema="review-claim",
              tags=TAGS, description="Nobody else gets a claimed item until its lease "
              "(PHENOSYNC_REVIEW_LEASE_MINUTES) expires."),
     Endpoint("DELETE", "/api/v1/review/claims/{observation_id}", release_claim,
-             "Give a claimed item back (skip)", Access.USER, status=204, tags=TAGS),
+             "Give a claimed item back (skip)", Access.USER, status=204, tags=TAGS,
+             errors={409: "You hold no claim on this record."}),
     Endpoint("GET", "/api/v1/review/observations/{observation_id}", read_observation,
              "A record as a reviewer sees it: photos, flags explained, decisions, the "
              "observer's recent records of the taxon", Access.USER, tags=TAGS),
     Endpoint("POST", "/api/v1/review/decisions", post_decision,
              "Decide a claimed record (verify, reject, needs_info)", Access.USER,
-             request_schema="review-decision", status=201, tags=TAGS),
+             request_schema="review-decision", status=201, tags=TAGS,
+             errors={409: "Not in the queue, not claimed by you, claimed by another "
+                     "reviewer, lease expired, or already decided by you."}),
     Endpoint("POST", "/api/v1/review/decisions/bulk", post_bulk,
              "Decide several records, each claimed and decided on its own", Access.USER,
              request_schema="review-decisions-bulk", tags=TAGS),

@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 
 from schemas import errors
 from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
-from server.endpoint import Access, Call, Endpoint
+from server.endpoint import Access, Call, Endpoint, Query
 from server.models.sequence import lock_writers
 from server.sync_store import OrmSyncStore
 from sync.pull import parse_migration, pull
@@ -81,6 +81,10 @@ async def push_changes(call: Call) -> Response:
     return JSONResponse(result.to_dict())
 
 
+LAST_PULLED_AT = Query(
+    "last_pulled_at", {"type": "integer", "minimum": 0},
+    "The cursor (timestamp) of the last pull; leave out (or 'null') for a first pull.",
+)
 ENDPOINTS = [
     Endpoint(
         "GET", "/api/v1/sync/pull", pull_changes,
@@ -88,6 +92,16 @@ ENDPOINTS = [
         response_schema="sync-pull-response", tags=("sync",),
         description="Query: last_pulled_at (cursor or null), schema_version, limit, migration "
         "(URL-encoded JSON). See docs/sync-protocol.md.",
+        query=(
+            LAST_PULLED_AT,
+            Query("schema_version", {"type": "integer", "minimum": 0},
+                  f"The client's schema version (default {SCHEMA_VERSION})."),
+            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                  f"Records per page (default {DEFAULT_PAGE_SIZE})."),
+            Query("migration", {"type": "string"},
+                  "WatermelonDB's migration object, URL-encoded JSON."),
+        ),
+        errors={426: "schema_version is older than the oldest supported version."},
     ),
     Endpoint(
         "POST", "/api/v1/sync/push", push_changes,
@@ -95,5 +109,6 @@ ENDPOINTS = [
         request_schema="sync-push", response_schema="sync-push-response", tags=("sync",),
         description="Query: last_pulled_at. A result per record; rejected ids also in "
         "experimentalRejectedIds. See docs/sync-protocol.md.",
+        query=(LAST_PULLED_AT,),
     ),
 ]
