@@ -28,6 +28,7 @@ from server.media import MediaServer
 from server.metrics import metrics_endpoint
 from server.middleware import (
     BodyLimitMiddleware,
+    NulCharacterMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                        expose_headers=["Location", "Upload-Offset", "Upload-Length",
                                        "Tus-Resumable", "Retry-After", "X-Request-Id"]),
             Middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute),
+            Middleware(NulCharacterMiddleware),
             Middleware(DatabaseContextMiddleware, database=database),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        exempt_prefixes=("/api/v1/uploads/",)),

@@ -9,6 +9,7 @@ it accepts.  From the same list the app builds its Starlette routes and
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -126,6 +127,7 @@ async def read_json(request: Request, schema: str) -> Any:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
+    _check_storable(body, "")
     found = messages.problems(schema, body)
     if found:
         raise errors.ValidationFailed(
@@ -134,6 +136,44 @@ async def read_json(request: Request, schema: str) -> Any:
             details=found,
         )
     return body
+
+
+#: The range of a database BIGINT: no id, cursor or count lies outside it.
+INT64 = range(-(2**63), 2**63)
+
+
+def _check_storable(value: Any, path: str) -> None:
+    """Values a database can store: text without a NUL character (PostgreSQL
+    refuses it) or a lone surrogate (JSON's ``"\\ud800"`` is not UTF-8),
+    integers within 64 bits, finite numbers (Python's JSON reader accepts
+    ``NaN`` and ``1e999``; JSON does not)."""
+    problem: str | None = None
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        problem = None if value in INT64 else "an integer outside 64 bits"
+    elif isinstance(value, float):
+        problem = None if math.isfinite(value) else "a number that is not finite"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, path)
+            _check_storable(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}/{index}")
+    elif isinstance(value, str):
+        problem = "a NUL character" if "\x00" in value else None
+        if problem is None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "a lone surrogate (text that is not Unicode)"
+    if problem:
+        where = path or "/"
+        raise errors.ValidationFailed(
+            f"The request body has {problem} at {where}.",
+            details=[{"path": where, "message": problem}],
+        )
 
 
 def route(endpoint: Endpoint) -> Route:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import re
@@ -73,6 +72,8 @@ PROGRESS_SECONDS = 1.0
 JOB_SAFETY_DELAY_S = 30
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Past 2**63 no offset or length is real, and databases refuse to store it.
+_MAX_DIGITS = 18
 
 
 _TUS_ERRORS = {400: "Bad header or metadata.", 401: "No or bad token.",
@@ -152,7 +153,7 @@ def parse_metadata(header: str) -> dict[str, str]:
             )
         try:
             pairs[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error, or not ASCII at all
             raise errors.BadRequest(
                 f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
                 code="invalid_metadata",
@@ -173,8 +174,12 @@ def _int_header(request: Request, name: str, *, required: bool = True) -> int | 
         if required:
             raise errors.BadRequest(f"The {name} header is required.", code="missing_header")
         return None
-    if not raw.isdigit():
-        raise errors.BadRequest(f"{name} must be a non-negative integer.", code="invalid_header")
+    # ASCII digits only ("²".isdigit() is true), and few enough for int().
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS:
+        raise errors.BadRequest(
+            f"{name} must be a non-negative integer of at most {_MAX_DIGITS} digits.",
+            code="invalid_header",
+        )
     return int(raw)
 
 
@@ -310,6 +315,13 @@ class TusServer:
         stored = {k: v for k, v in metadata.items() if k != "filename"}
         if "filename" in metadata:
             stored["filename"] = safe_filename(metadata["filename"])
+        for key, value in stored.items():
+            # PostgreSQL stores no NUL (the file name lost its control characters).
+            if "\x00" in value:
+                raise errors.BadRequest(
+                    f"Upload-Metadata value of {key!r} has a NUL character.",
+                    code="invalid_metadata",
+                )
         body_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         content_length = _int_header(request, "content-length", required=False)
         with_body = body_type == OCTET_STREAM or (content_length or 0) > 0
@@ -543,7 +555,7 @@ class TusServer:
             )
         try:
             return algorithm, base64.b64decode(value.strip(), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or not ASCII at all
             raise errors.BadRequest(
                 "Upload-Checksum must be '<algorithm> <base64 digest>'.",
                 code="invalid_header",

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from tortoise.transactions import in_transaction
 
 from schemas import errors
-from server.endpoint import Access, Call, Endpoint, Query
+from server.endpoint import INT64, Access, Call, Endpoint, Query
 from server.models.reference import Project
 from server.quality import explanations
 from server.review import access, queue
@@ -28,9 +28,12 @@ def _int(raw: object, name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(str(raw))
+        value = int(str(raw))
     except ValueError:
         raise errors.InvalidParameter(f"{name} must be a whole number, not {raw!r}.") from None
+    if value not in INT64:
+        raise errors.InvalidParameter(f"{name} is out of range.")
+    return value
 
 
 async def _project(slug: str | None) -> Project | None:

@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 
 from schemas import errors
 from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
-from server.endpoint import Access, Call, Endpoint, Query
+from server.endpoint import INT64, Access, Call, Endpoint, Query
 from server.models.sequence import lock_writers
 from server.sync_store import OrmSyncStore
 from sync.pull import parse_migration, pull
@@ -26,9 +26,9 @@ def _int_param(call: Call, name: str, default: int | None, *, minimum: int = 0,
         value = int(raw)
     except ValueError:
         raise errors.InvalidParameter(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f" and at most {maximum}" if maximum is not None else ""
-        raise errors.InvalidParameter(f"{name} must be at least {minimum}{bound}.")
+    maximum = INT64.stop - 1 if maximum is None else maximum
+    if value < minimum or value > maximum:
+        raise errors.InvalidParameter(f"{name} must be at least {minimum} and at most {maximum}.")
     return value
 
 
