@@ -8,8 +8,9 @@ be documented by the schema: no 5xx, a declared status code and content type,
 and a body that matches the declared schema.
 
 Deterministic (Hypothesis derandomized, no example database) and bounded:
-``EXAMPLES`` per operation, role and mode.  ``PHENOSYNC_FUZZ_EXAMPLES`` is not
-a setting of the server; see docs/testing.md for running it longer.
+``EXAMPLES`` per operation, role and mode.  ``PHENOSYNC_FUZZ_EXAMPLES`` (read
+by this test, not a server setting) runs it longer: docs/operations.md,
+"Fuzzing".
 """
 
 from __future__ import annotations
