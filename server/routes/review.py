@@ -71,13 +71,14 @@ async def claim_items(call: Call) -> Response:
     body = call.body
     scope = await access.reviewer_scope(user, await _project(body.get("project")))
     database = call.request.app.state.database
+    # JSON Schema's "integer" admits 22.0; SQL's LIMIT does not.
+    limit = int(body.get("limit", 1))
     if database.dialect == "postgres":
         async with in_transaction() as conn:
-            ids, until = await queue.claim(conn, scope, _filter(body), body.get("limit", 1),
-                                           lease_ms(call))
+            ids, until = await queue.claim(conn, scope, _filter(body), limit, lease_ms(call))
     else:
-        ids, until = await queue.claim(database.connection(), scope, _filter(body),
-                                       body.get("limit", 1), lease_ms(call))
+        ids, until = await queue.claim(database.connection(), scope, _filter(body), limit,
+                                       lease_ms(call))
     return JSONResponse({"items": await summaries(ids), "lease_expires_ms": until})
 
 
