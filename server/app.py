@@ -29,7 +29,7 @@ from server.media import MediaServer
 from server.metrics import metrics_endpoint
 from server.middleware import (
     BodyLimitMiddleware,
-    NulGuardMiddleware,
+    NulCharacterMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
@@ -129,7 +129,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[
             Middleware(RequestContextMiddleware),
             Middleware(SecurityHeadersMiddleware),
-            Middleware(NulGuardMiddleware),
             Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                        allow_headers=["Authorization", "Content-Type", "X-Device-Id",
@@ -138,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                        expose_headers=["Location", "Upload-Offset", "Upload-Length",
                                        "Tus-Resumable", "Retry-After", "X-Request-Id"]),
             Middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute),
+            Middleware(NulCharacterMiddleware),
             Middleware(DatabaseContextMiddleware, database=database),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        exempt_prefixes=("/api/v1/uploads/",)),

@@ -8,7 +8,8 @@ it accepts.  From the same list the app builds its Starlette routes and
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -53,6 +54,15 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
+@dataclass(frozen=True)
+class Query:
+    """A query parameter, as ``/openapi.json`` documents it (the handler parses it)."""
+
+    name: str
+    schema: Mapping[str, Any]
+    description: str = ""
+
+
 @dataclass
 class Endpoint:
     method: str
@@ -65,6 +75,10 @@ class Endpoint:
     status: int = 200
     tags: Sequence[str] = field(default_factory=tuple)
     description: str = ""
+    query: Sequence[Query] = field(default_factory=tuple)
+    # Statuses this endpoint answers besides the ones every endpoint may
+    # (server/openapi.py), e.g. ``{409: "The user name is taken."}``.
+    errors: Mapping[int, str] = field(default_factory=dict)
     # A batch whose handler refuses a NUL per record (one bad record must not
     # sink the batch); every other body with a NUL in a text is refused whole.
     nul_per_record: bool = False
@@ -116,11 +130,7 @@ async def read_json(request: Request, schema: str, *, check_nul: bool = True) ->
         body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
-    if check_nul and messages.holds_nul(body):
-        raise errors.ValidationFailed(
-            "A text in the request body holds a NUL character (\\u0000): remove it.",
-            code="nul_character",
-        )
+    _check_storable(body, "", nul=check_nul)
     found = messages.problems(schema, body)
     if found:
         raise errors.ValidationFailed(
@@ -129,6 +139,48 @@ async def read_json(request: Request, schema: str, *, check_nul: bool = True) ->
             details=found,
         )
     return body
+
+
+#: The range of a database BIGINT: no id, cursor or count lies outside it.
+INT64 = range(-(2**63), 2**63)
+
+
+def _check_storable(value: Any, path: str, *, nul: bool = True) -> None:
+    """Values a database can store: text without a NUL character (PostgreSQL
+    refuses it; with ``nul=False`` the handler refuses it per record) or a
+    lone surrogate (JSON's ``"\\ud800"`` is not UTF-8), integers within 64
+    bits, finite numbers (orjson refuses ``NaN``, ``1e999`` and lone
+    surrogates already; the checks stay for any other reader)."""
+    problem: str | None = None
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        problem = None if value in INT64 else "an integer outside 64 bits"
+    elif isinstance(value, float):
+        problem = None if math.isfinite(value) else "a number that is not finite"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, path, nul=nul)
+            _check_storable(item, f"{path}/{key}", nul=nul)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}/{index}", nul=nul)
+    elif isinstance(value, str):
+        problem = "a NUL character" if nul and "\x00" in value else None
+        if problem is None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "a lone surrogate (text that is not Unicode)"
+    if problem:
+        where = path or "/"
+        failure = errors.ValidationFailed(
+            f"The request body has {problem} at {where}: remove it.",
+            details=[{"path": where, "message": problem}],
+        )
+        if "NUL" in problem:
+            failure.code = "nul_character"
+        raise failure
 
 
 def route(endpoint: Endpoint) -> Route:

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import unquote_to_bytes
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,11 +73,13 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-class NulGuardMiddleware:
-    """Refuse a NUL character in the path or the query with 400.
+class NulCharacterMiddleware:
+    """Refuse a NUL character in the path, query or a header with 400.
 
-    No name, id or slug holds one, and PostgreSQL cannot even compare text
-    with it (the query fails): refused here, it never reaches a lookup.
+    No text column of PostgreSQL holds U+0000 (it raises on any query that
+    carries one), and no id, name or cursor has one: such a request is
+    refused here, once, rather than reaching the database as a 500.  JSON
+    bodies are checked where they are read (``server.endpoint.read_json``).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -84,16 +87,17 @@ class NulGuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (
-            "\x00" in scope["path"] or _has_nul(scope.get("query_string", b""))
+            "\x00" in scope["path"]
+            or b"\x00" in unquote_to_bytes(scope.get("query_string", b""))
+            or any(b"\x00" in value for _, value in scope["headers"])
         ):
-            error = errors.BadRequest("The address holds a NUL character.", code="nul_character")
+            error = errors.BadRequest(
+                "The request carries a NUL character (%00) in its path, query or headers.",
+                code="nul_character",
+            )
             await error_response(error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def _has_nul(raw: bytes) -> bool:
-    return b"\x00" in raw or b"%00" in raw
 
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

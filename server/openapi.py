@@ -17,7 +17,14 @@ _ERROR_STATUSES = {
     "413": "Body too large.",
     "415": "Body is not application/json.",
     "422": "Body does not match the schema.",
+    "429": "Too many requests (per-token rate limit); wait Retry-After seconds.",
 }
+#: Answered by any route under /api/ (the rate limit, server/middleware.py).
+_RATE_LIMITED = {429: "Too many requests (per-token rate limit); wait Retry-After seconds."}
+
+
+def _error_response(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -53,9 +60,13 @@ def raw_operation(
     *,
     tags: tuple[str, ...] = (),
     content_type: str | None = None,
+    headers: Iterable[dict[str, Any]] = (),
+    body_type: str | None = None,
 ) -> dict[str, Any]:
     """Describe a plain (non-JSON) route, e.g. tus or a file download; its
-    errors still have the one JSON error shape."""
+    errors still have the one JSON error shape.  ``headers`` are OpenAPI
+    header parameters (``{"name", "required", "schema", "description"}``);
+    ``body_type`` names the media type of an optional raw request body."""
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
@@ -63,12 +74,18 @@ def raw_operation(
         "x-access": str(access),
         "responses": {},
     }
+    parameters = [{"in": "header", **h} for h in headers]
+    if parameters:
+        operation["parameters"] = parameters
+    if body_type:
+        operation["requestBody"] = {"required": False, "content": {
+            body_type: {"schema": {"type": "string", "format": "binary"}}}}
     if access is not Access.PUBLIC:
         operation["security"] = [{"bearer": []}]
-    for status, text in responses.items():
+    for status, text in {**responses, **_RATE_LIMITED}.items():
         response: dict[str, Any] = {"description": text}
         if status >= 400:
-            response["content"] = {"application/json": {"schema": _ref("Error")}}
+            response = _error_response(text)
         elif content_type and status < 300 and status != 204:
             response["content"] = {content_type: {"schema": {"type": "string",
                                                              "format": "binary"}}}
@@ -92,12 +109,17 @@ def document(
         }
         if ep.description:
             operation["description"] = ep.description
-        params = re.findall(r"{(\w+)}", ep.path)
-        if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"{(\w+)}", ep.path)
+        ]
+        parameters += [
+            {"name": q.name, "in": "query", "required": False, "schema": dict(q.schema),
+             **({"description": q.description} if q.description else {})}
+            for q in ep.query
+        ]
+        if parameters:
+            operation["parameters"] = parameters
         if ep.access is not Access.PUBLIC:
             operation["security"] = [{"bearer": []}]
         if ep.request_schema:
@@ -114,11 +136,9 @@ def document(
         elif ep.status != 204:
             ok["content"] = {"application/json": {"schema": {"type": "object"}}}
         operation["responses"][str(ep.status)] = ok
-        for status, text in _ERROR_STATUSES.items():
-            operation["responses"][status] = {
-                "description": text,
-                "content": {"application/json": {"schema": _ref("Error")}},
-            }
+        errors = {**_ERROR_STATUSES, **{str(k): v for k, v in ep.errors.items()}}
+        for status, text in errors.items():
+            operation["responses"][status] = _error_response(text)
         paths.setdefault(ep.path, {})[ep.method.lower()] = operation
     for path, operations in (extra_paths or {}).items():
         for method, operation in operations.items():
@@ -127,7 +147,7 @@ def document(
                 operation = {**operation, "parameters": [
                     {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                     for p in params
-                ]}
+                ] + operation.get("parameters", [])}
             paths.setdefault(path, {})[method] = operation
     components = {_component_name(n): _rewrite_refs(messages.load(n)) for n in messages.names()}
     return {

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import re
@@ -70,6 +69,8 @@ LEASE_MS = 5_000
 PROGRESS_SECONDS = 1.0
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Past 2**63 no offset or length is real, and databases refuse to store it.
+_MAX_DIGITS = 18
 
 
 _TUS_ERRORS = {400: "Bad header or metadata.", 401: "No or bad token.",
@@ -77,6 +78,24 @@ _TUS_ERRORS = {400: "Bad header or metadata.", 401: "No or bad token.",
                410: "Upload expired, terminated or refused.",
                412: "Tus-Resumable is not 1.0.0.", 413: "Over Tus-Max-Size or past the length.",
                415: "Wrong Content-Type or file type."}
+_TUS_RESUMABLE = {"name": "Tus-Resumable", "required": True,
+                  "schema": {"type": "string", "enum": [TUS_VERSION]}}
+_CREATE_HEADERS = (
+    _TUS_RESUMABLE,
+    {"name": "Upload-Length", "required": True,
+     "schema": {"type": "integer", "minimum": 1},
+     "description": "The file's size in bytes (deferred lengths are not supported)."},
+    {"name": "Upload-Metadata", "required": True, "schema": {"type": "string"},
+     "description": "Comma-separated 'key base64(value)' pairs: photo_id (required), "
+                    "filename, filetype, sha256."},
+)
+_PATCH_HEADERS = (
+    _TUS_RESUMABLE,
+    {"name": "Upload-Offset", "required": True, "schema": {"type": "integer", "minimum": 0},
+     "description": "Where these bytes go: the offset the server has."},
+    {"name": "Upload-Checksum", "required": False, "schema": {"type": "string"},
+     "description": "'sha1 <base64 digest>' or 'sha256 <base64 digest>' of this body."},
+)
 OPENAPI: dict[str, dict[str, Any]] = {
     PREFIX: {
         "options": raw_operation("tus_options", "tus capabilities (Tus-Version, "
@@ -86,25 +105,29 @@ OPENAPI: dict[str, dict[str, Any]] = {
                               "(creation, creation-with-upload)", Access.USER,
                               {201: "Created; Location names the upload.", **_TUS_ERRORS,
                                409: "The photo is already uploaded.",
-                               422: "Empty upload, or a refused file."}, tags=("photos",)),
+                               422: "Empty upload, or a refused file."}, tags=("photos",),
+                              headers=_CREATE_HEADERS, body_type=OCTET_STREAM),
     },
     PREFIX + "{upload_id}": {
         "options": raw_operation("tus_options_upload", "tus capabilities", Access.PUBLIC,
                                  {204: "Capabilities in headers."}, tags=("photos",)),
         "head": raw_operation("tus_head", "Where an upload stands (Upload-Offset, "
                               "Upload-Length)", Access.USER,
-                              {200: "State in headers.", **_TUS_ERRORS}, tags=("photos",)),
+                              {200: "State in headers.", **_TUS_ERRORS}, tags=("photos",),
+                              headers=(_TUS_RESUMABLE,)),
         "patch": raw_operation("tus_patch", "Append bytes at Upload-Offset", Access.USER,
                                {204: "Stored; Upload-Offset is the new offset.", **_TUS_ERRORS,
                                 409: "Upload-Offset does not match.",
                                 422: "The completed file is not an acceptable image.",
                                 423: "Another request is writing this upload.",
                                 460: "Body does not match Upload-Checksum, or the file its "
-                                     "declared sha256."}, tags=("photos",)),
+                                     "declared sha256."}, tags=("photos",),
+                               headers=_PATCH_HEADERS, body_type=OCTET_STREAM),
         "delete": raw_operation("tus_delete", "Terminate an unfinished upload", Access.USER,
                                 {204: "Terminated.", **_TUS_ERRORS,
                                  409: "The upload is complete.",
-                                 423: "A request is writing it."}, tags=("photos",)),
+                                 423: "A request is writing it."}, tags=("photos",),
+                                headers=(_TUS_RESUMABLE,)),
     },
 }
 
@@ -127,7 +150,7 @@ def parse_metadata(header: str) -> dict[str, str]:
             )
         try:
             pairs[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error, or not ASCII at all
             raise errors.BadRequest(
                 f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text.",
                 code="invalid_metadata",
@@ -153,8 +176,12 @@ def _int_header(request: Request, name: str, *, required: bool = True) -> int | 
         if required:
             raise errors.BadRequest(f"The {name} header is required.", code="missing_header")
         return None
-    if not raw.isdigit():
-        raise errors.BadRequest(f"{name} must be a non-negative integer.", code="invalid_header")
+    # ASCII digits only ("²".isdigit() is true), and few enough for int().
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_DIGITS:
+        raise errors.BadRequest(
+            f"{name} must be a non-negative integer of at most {_MAX_DIGITS} digits.",
+            code="invalid_header",
+        )
     return int(raw)
 
 
@@ -290,6 +317,13 @@ class TusServer:
         stored = {k: v for k, v in metadata.items() if k != "filename"}
         if "filename" in metadata:
             stored["filename"] = safe_filename(metadata["filename"])
+        for key, value in stored.items():
+            # PostgreSQL stores no NUL (the file name lost its control characters).
+            if "\x00" in value:
+                raise errors.BadRequest(
+                    f"Upload-Metadata value of {key!r} has a NUL character.",
+                    code="invalid_metadata",
+                )
         body_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         content_length = _int_header(request, "content-length", required=False)
         with_body = body_type == OCTET_STREAM or (content_length or 0) > 0
@@ -552,7 +586,7 @@ class TusServer:
             )
         try:
             return algorithm, base64.b64decode(value.strip(), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or not ASCII at all
             raise errors.BadRequest(
                 "Upload-Checksum must be '<algorithm> <base64 digest>'.",
                 code="invalid_header",

@@ -89,7 +89,7 @@ ENDPOINTS = [
     Endpoint(
         "POST", "/api/v1/auth/register", register, "Create a volunteer account",
         Access.PUBLIC, request_schema="register", response_schema="token", status=201,
-        tags=("accounts",),
+        tags=("accounts",), errors={409: "The user name is taken."},
         description="Creates a volunteer and returns a bearer token for it.",
     ),
     Endpoint(

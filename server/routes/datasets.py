@@ -65,6 +65,8 @@ ENDPOINTS = [
              "Queue the publishing of a release (coordinators, admins); 202 with a status "
              "URL, 409 when the version exists or a publish is in progress",
              Access.COORDINATOR, request_schema="release-create", status=202,
+             errors={409: "That version exists already (releases never change), or a "
+                          "publish is in progress."},
              tags=("datasets",)),
     Endpoint("GET", "/api/v1/datasets/jobs/{job_id}", publish_status,
              "The state of a publish job (queued, running, done, failed), with the release "

@@ -187,7 +187,7 @@ ENDPOINTS = [
              tags=("projects",)),
     Endpoint("POST", "/api/v1/projects", create_project, "Create a project (coordinators)",
              Access.COORDINATOR, request_schema="project-create", response_schema="project",
-             status=201, tags=("projects",)),
+             status=201, tags=("projects",), errors={409: "The slug is taken."}),
     Endpoint("GET", "/api/v1/projects/{slug}", read_project, "A project with its species list",
              Access.PUBLIC, response_schema="project", tags=("projects",)),
     Endpoint("POST", "/api/v1/projects/{slug}/join", join_project,

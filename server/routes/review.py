@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from tortoise.transactions import in_transaction
 
 from schemas import errors
-from server.endpoint import Access, Call, Endpoint
+from server.endpoint import INT64, Access, Call, Endpoint, Query
 from server.models.reference import Project
 from server.quality import explanations
 from server.review import access, queue
@@ -28,9 +28,12 @@ def _int(raw: object, name: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        return int(str(raw))
+        value = int(str(raw))
     except ValueError:
         raise errors.InvalidParameter(f"{name} must be a whole number, not {raw!r}.") from None
+    if value not in INT64:
+        raise errors.InvalidParameter(f"{name} is out of range.")
+    return value
 
 
 async def _project(slug: str | None) -> Project | None:
@@ -68,13 +71,14 @@ async def claim_items(call: Call) -> Response:
     body = call.body
     scope = await access.reviewer_scope(user, await _project(body.get("project")))
     database = call.request.app.state.database
+    # JSON Schema's "integer" admits 22.0; SQL's LIMIT does not.
+    limit = int(body.get("limit", 1))
     if database.dialect == "postgres":
         async with in_transaction() as conn:
-            ids, until = await queue.claim(conn, scope, _filter(body), body.get("limit", 1),
-                                           lease_ms(call))
+            ids, until = await queue.claim(conn, scope, _filter(body), limit, lease_ms(call))
     else:
-        ids, until = await queue.claim(database.connection(), scope, _filter(body),
-                                       body.get("limit", 1), lease_ms(call))
+        ids, until = await queue.claim(database.connection(), scope, _filter(body), limit,
+                                       lease_ms(call))
     return JSONResponse({"items": await summaries(ids), "lease_expires_ms": until})
 
 
@@ -124,19 +128,27 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/review/queue", list_queue,
              "The next items waiting for you (without claiming them)", Access.USER, tags=TAGS,
              description="Query: project (slug), taxon_id, phenophase_id, flag, limit (1-100). "
-             "Most flags first, then oldest; escalated items first for experts."),
+             "Most flags first, then oldest; escalated items first for experts.",
+             query=(Query("project", {"type": "string"}, "A project's slug."),
+                    Query("taxon_id", {"type": "integer"}),
+                    Query("phenophase_id", {"type": "integer"}),
+                    Query("flag", {"type": "string"}, "A quality flag code."),
+                    Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PEEK}))),
     Endpoint("POST", "/api/v1/review/claims", claim_items,
              "Claim the next items with a lease", Access.USER, request_schema="review-claim",
              tags=TAGS, description="Nobody else gets a claimed item until its lease "
              "(PHENOSYNC_REVIEW_LEASE_MINUTES) expires."),
     Endpoint("DELETE", "/api/v1/review/claims/{observation_id}", release_claim,
-             "Give a claimed item back (skip)", Access.USER, status=204, tags=TAGS),
+             "Give a claimed item back (skip)", Access.USER, status=204, tags=TAGS,
+             errors={409: "You hold no claim on this record."}),
     Endpoint("GET", "/api/v1/review/observations/{observation_id}", read_observation,
              "A record as a reviewer sees it: photos, flags explained, decisions, the "
              "observer's recent records of the taxon", Access.USER, tags=TAGS),
     Endpoint("POST", "/api/v1/review/decisions", post_decision,
              "Decide a claimed record (verify, reject, needs_info)", Access.USER,
-             request_schema="review-decision", status=201, tags=TAGS),
+             request_schema="review-decision", status=201, tags=TAGS,
+             errors={409: "Not in the queue, not claimed by you, claimed by another "
+                     "reviewer, lease expired, or already decided by you."}),
     Endpoint("POST", "/api/v1/review/decisions/bulk", post_bulk,
              "Decide several records, each claimed and decided on its own", Access.USER,
              request_schema="review-decisions-bulk", tags=TAGS),

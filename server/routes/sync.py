@@ -11,7 +11,7 @@ from tortoise.transactions import in_transaction
 
 from schemas import errors
 from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
-from server.endpoint import Access, Call, Endpoint
+from server.endpoint import INT64, Access, Call, Endpoint, Query
 from server.models.sequence import lock_writers
 from server.sync_store import OrmSyncStore
 from sync.pull import parse_migration, pull
@@ -34,9 +34,9 @@ def _int_param(call: Call, name: str, default: int | None, *, minimum: int = 0,
         value = int(raw)
     except ValueError:
         raise errors.InvalidParameter(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f" and at most {maximum}" if maximum is not None else ""
-        raise errors.InvalidParameter(f"{name} must be at least {minimum}{bound}.")
+    maximum = INT64.stop - 1 if maximum is None else maximum
+    if value < minimum or value > maximum:
+        raise errors.InvalidParameter(f"{name} must be at least {minimum} and at most {maximum}.")
     return value
 
 
@@ -89,6 +89,10 @@ async def push_changes(call: Call) -> Response:
     return FastJSONResponse(result.to_dict())
 
 
+LAST_PULLED_AT = Query(
+    "last_pulled_at", {"type": "integer", "minimum": 0},
+    "The cursor (timestamp) of the last pull; leave out (or 'null') for a first pull.",
+)
 ENDPOINTS = [
     Endpoint(
         "GET", "/api/v1/sync/pull", pull_changes,
@@ -96,6 +100,16 @@ ENDPOINTS = [
         response_schema="sync-pull-response", tags=("sync",),
         description="Query: last_pulled_at (cursor or null), schema_version, limit, migration "
         "(URL-encoded JSON). See docs/sync-protocol.md.",
+        query=(
+            LAST_PULLED_AT,
+            Query("schema_version", {"type": "integer", "minimum": 0},
+                  f"The client's schema version (default {SCHEMA_VERSION})."),
+            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                  f"Records per page (default {DEFAULT_PAGE_SIZE})."),
+            Query("migration", {"type": "string"},
+                  "WatermelonDB's migration object, URL-encoded JSON."),
+        ),
+        errors={426: "schema_version is older than the oldest supported version."},
     ),
     Endpoint(
         "POST", "/api/v1/sync/push", push_changes,
@@ -104,5 +118,6 @@ ENDPOINTS = [
         nul_per_record=True,
         description="Query: last_pulled_at. A result per record; rejected ids also in "
         "experimentalRejectedIds. See docs/sync-protocol.md.",
+        query=(LAST_PULLED_AT,),
     ),
 ]
