@@ -131,15 +131,17 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
 def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.status == Status.UNKNOWN:
         return None
-    day = _day(obs)
+    # ``prepare`` kept only candidates of the subject's local day; a latitude
+    # farther than the margin is farther than SAME_PLACE_M, whatever the longitude.
+    lat, lon = obs.latitude, obs.longitude
     conflicts = [
-        other for other in ctx.status_candidates.get(obs.id, [])
-        if _day(other) == day
-        and distance_m(obs.latitude, obs.longitude, other.latitude, other.longitude)
-        <= SAME_PLACE_M
+        other for other in ctx.status_candidates.get(obs.id, ())
+        if abs(other.latitude - lat) <= _LAT_MARGIN
+        and distance_m(lat, lon, other.latitude, other.longitude) <= SAME_PLACE_M
     ]
     if not conflicts:
         return None
+    day = _day(obs)
     ctx.partners.update(o.id for o in conflicts)
     return Finding(
         CHECK.code,
