@@ -18,10 +18,6 @@ from tortoise.fields.data import JSONField
 from tortoise.models import Model
 
 
-# PostgreSQL's limit of parameters in one statement is 32,767.
-_MAX_PARAMETERS = 32_000
-
-
 def placeholder(conn: BaseDBAsyncClient, position: int) -> str:
     """The ``position``-th (1-based) parameter: ``$n`` on PostgreSQL, ``?`` on SQLite."""
     return f"${position}" if conn.capabilities.dialect == "postgres" else "?"
@@ -67,23 +63,9 @@ async def insert_many(conn: BaseDBAsyncClient, model: type[Model],
     if not rows:
         return
     columns = list(rows[0])
-    head = (f'INSERT INTO "{model._meta.db_table}" ('
-            + ", ".join(f'"{c}"' for c in columns) + ") VALUES ")
-    values = _values(model, columns, rows)
-    if conn.capabilities.dialect != "postgres":
-        await conn.execute_many(head + f"({placeholders(conn, len(columns))})", values)
-        return
-    # PostgreSQL: one multi-row INSERT per chunk, not one statement per row
-    # (asyncpg's executemany binds and executes each row on the server).
-    width = len(columns)
-    per = max(1, _MAX_PARAMETERS // width)
-    for first in range(0, len(values), per):
-        chunk = values[first:first + per]
-        tuples = ", ".join(
-            "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
-            for i in range(len(chunk))
-        )
-        await conn.execute_query(head + tuples, [v for row in chunk for v in row])
+    sql = (f'INSERT INTO "{model._meta.db_table}" (' + ", ".join(f'"{c}"' for c in columns)
+           + f") VALUES ({placeholders(conn, len(columns))})")
+    await conn.execute_many(sql, _values(model, columns, rows))
 
 
 async def update_many(conn: BaseDBAsyncClient, model: type[Model], key: str,
