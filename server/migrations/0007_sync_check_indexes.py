@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         ),
         ops.AddIndex(
             model_name='Observation',
-            index=Index(fields=['taxon_id', 'phenophase_id', 'review_status', 'status', 'observed_at']),
+            index=Index(fields=['review_status', 'taxon_id', 'phenophase_id', 'status', 'observed_at']),
         ),
     ]

@@ -83,7 +83,7 @@ class Observation(Synced, Model):
             ("user_id", "taxon_id", "phenophase_id", "status", "observed_at"),
             # The out_of_season sample: the newest verified "yes" records of a
             # taxon and phenophase, without walking the others.
-            ("taxon_id", "phenophase_id", "review_status", "status", "observed_at"),
+            ("review_status", "taxon_id", "phenophase_id", "status", "observed_at"),
         )
 
 
