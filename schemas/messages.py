@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 import fastjsonschema
+import orjson
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
@@ -107,11 +108,23 @@ def problems(name: str, instance: Any) -> list[dict[str, str]]:
 
 def holds_nul(value: Any) -> bool:
     """Whether a decoded JSON value has a NUL character in any text (key or
-    value).  No message field may: PostgreSQL refuses NUL in text."""
+    value).  No message field may: PostgreSQL refuses NUL in text.
+
+    orjson writes NUL as ``\\u0000`` (a few microseconds for a record); only
+    when that text appears, which a literal backslash can also cause, is the
+    value walked."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:  # not JSON as orjson writes it (e.g. a huge int): walk it
+        return _walk_nul(value)
+    return b"\\u0000" in encoded and _walk_nul(value)
+
+
+def _walk_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+        return any(_walk_nul(k) or _walk_nul(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(holds_nul(v) for v in value)
+        return any(_walk_nul(v) for v in value)
     return False

@@ -260,18 +260,18 @@ class OrmSyncStore:
         )
         result = {o.subject.id: o for o in batch.outcomes}
         inserts, updates = [], []
-        for w in writes:
+        for w, row in zip(writes, rows, strict=True):
             o = result[w.id]
             server = {"review_status": o.after, "flag_count": len(o.codes),
                       "updated_seq": w.seq, "client_changed_seq": w.seq,
                       "client_changed_device": device, "server_updated_at": now}
             if w.created:
-                inserts.append({
-                    **w.values, **server, "id": w.id, "user_id": user_id, "created_seq": w.seq,
-                    "is_deleted": False, "deleted_at": None, "server_created_at": now,
-                    "client_revision": 1, "verified_taxon_id": None,
-                    "verified_phenophase_id": None,
-                })
+                # The row the checks saw (its values, id, user, creation time),
+                # completed in place: no second copy of 500 rows.
+                row.update(server, created_seq=w.seq, is_deleted=False, deleted_at=None,
+                           client_revision=1, verified_taxon_id=None,
+                           verified_phenophase_id=None)
+                inserts.append(row)
             else:
                 updates.append({**w.values, **server, "id": w.id})
         await insert_many(conn, Observation, inserts)

@@ -78,6 +78,12 @@ class Observation(Synced, Model):
             ("taxon_id", "phenophase_id", "observed_at"),
             # Releases read observations in time order, page by page.
             ("observed_at", "id"),
+            # The conflicting_status check: one observer's records of a taxon,
+            # phenophase and status near a time.
+            ("user_id", "taxon_id", "phenophase_id", "status", "observed_at"),
+            # The out_of_season sample: the newest verified "yes" records of a
+            # taxon and phenophase, without walking the others.
+            ("review_status", "taxon_id", "phenophase_id", "status", "observed_at"),
         )
 
 

@@ -96,17 +96,31 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
             rows = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
             deleted = "?"
         values.append(False)
+        match = (
+            "o.user_id = b.user_id AND o.taxon_id = b.taxon_id "
+            "AND o.phenophase_id = b.phenophase_id AND o.status = b.status "
+            "AND o.observed_at >= b.t0 AND o.observed_at < b.t1 "
+            "AND o.latitude >= b.lat0 AND o.latitude <= b.lat1 "
+            f"AND o.longitude >= b.lon0 AND o.longitude <= b.lon1 AND o.is_deleted = {deleted}"
+        )
+        columns = ("o.id, o.status, o.observed_at, o.observed_utc_offset_min, o.latitude, "
+                   "o.longitude")
+        if postgres:
+            # One index probe per row of b (observations' user, taxon, phenophase,
+            # status, observed_at index).  As a plain join, PostgreSQL hashes on
+            # the equal columns, which one observer's records of a species all
+            # share, and compares every stored record with every row of b.
+            # OFFSET 0 keeps the subquery from being flattened into that join.
+            source = (f"b CROSS JOIN LATERAL (SELECT {columns} FROM observations o "
+                      f"WHERE {match} OFFSET 0) o")
+        else:
+            source = f"b JOIN observations o ON {match}"
         sql = (
             "WITH b (user_id, taxon_id, phenophase_id, status, day, t0, t1, lat0, lat1, "
             f"lon0, lon1) AS (VALUES {rows}) "
             "SELECT b.user_id AS k_user, b.taxon_id AS k_taxon, b.phenophase_id AS k_phase, "
             "b.status AS k_status, b.day AS k_day, o.id, o.status, o.observed_at, "
-            "o.observed_utc_offset_min, o.latitude, o.longitude FROM b JOIN observations o "
-            "ON o.taxon_id = b.taxon_id AND o.phenophase_id = b.phenophase_id "
-            "AND o.observed_at >= b.t0 AND o.observed_at < b.t1 "
-            "AND o.user_id = b.user_id AND o.status = b.status "
-            "AND o.latitude >= b.lat0 AND o.latitude <= b.lat1 "
-            f"AND o.longitude >= b.lon0 AND o.longitude <= b.lon1 AND o.is_deleted = {deleted}"
+            f"o.observed_utc_offset_min, o.latitude, o.longitude FROM {source}"
         )
         for r in await ctx.conn.execute_query_dict(sql, values):
             if r["id"] in batch:
@@ -131,15 +145,17 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
 def run(obs: Subject, ctx: CheckContext) -> Finding | None:
     if obs.status == Status.UNKNOWN:
         return None
-    day = _day(obs)
+    # ``prepare`` kept only candidates of the subject's local day; a latitude
+    # farther than the margin is farther than SAME_PLACE_M, whatever the longitude.
+    lat, lon = obs.latitude, obs.longitude
     conflicts = [
-        other for other in ctx.status_candidates.get(obs.id, [])
-        if _day(other) == day
-        and distance_m(obs.latitude, obs.longitude, other.latitude, other.longitude)
-        <= SAME_PLACE_M
+        other for other in ctx.status_candidates.get(obs.id, ())
+        if abs(other.latitude - lat) <= _LAT_MARGIN
+        and distance_m(lat, lon, other.latitude, other.longitude) <= SAME_PLACE_M
     ]
     if not conflicts:
         return None
+    day = _day(obs)
     ctx.partners.update(o.id for o in conflicts)
     return Finding(
         CHECK.code,
