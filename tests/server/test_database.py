@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
@@ -53,13 +52,17 @@ async def test_overlapping_requests_keep_their_database_context(
     assert {r.status_code for r in responses} == {200}
 
 
-async def test_sqlite_commits_are_durable_and_writers_queue(db: Starlette) -> None:
-    """WAL, a sync of the WAL at every commit (synchronous=FULL, 2), and a
-    busy timeout: what an acknowledged write and a second writer rely on."""
+async def test_commits_are_durable_and_writers_queue(db: Starlette) -> None:
+    """SQLite: WAL, a sync of the WAL at every commit (synchronous=FULL, 2),
+    and a busy timeout: what an acknowledged write and a second writer rely
+    on.  PostgreSQL: a commit returns only once its WAL is flushed."""
     database = db.state.database
-    if database.dialect != "sqlite":
-        pytest.skip("SQLite's settings")
     conn = database.connection()
+    if database.dialect == "postgres":
+        for name in ("fsync", "synchronous_commit"):
+            rows = await conn.execute_query_dict(f"SHOW {name}")
+            assert rows[0][name] == "on", rows
+        return
     pragmas = {name: (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
                for name in ("journal_mode", "synchronous", "busy_timeout")}
     assert [list(p.values())[0] for p in pragmas.values()] == ["wal", 2, 30000]
