@@ -10,13 +10,15 @@ clients keep their address across a kill.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -103,3 +105,43 @@ class ServerProcess:
             self.kill()
         except ProcessLookupError:
             pass
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_child(env: Mapping[str, str], *, start_timeout: float = 30) -> AsyncIterator[str]:
+    """The app under uvicorn in one child process, with ``env`` on top of this
+    process's environment; yields its base URL once ``/health`` answers 200,
+    and terminates it at the end.  The port is bound here and the socket
+    handed over, so there is no race for a free port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
+        "--fd", str(sock.fileno()), "--log-level", "warning", "--no-access-log",
+        env={**os.environ, **env}, pass_fds=(sock.fileno(),),
+    )
+    sock.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as probe:
+            for _ in range(int(start_timeout * 10)):
+                assert process.returncode is None, "the server exited at start"
+                try:
+                    if (await probe.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the server did not start")
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
@@ -47,6 +44,7 @@ from server.tokens import issue
 from tests.factories import PASSWORD, make_user
 from tests.factories_photos import make_observation, make_photo
 from tests.factories_sync import make_world
+from tests.servers import uvicorn_child
 
 #: Examples per operation, role and generation mode: bounded for CI.
 EXAMPLES = int(os.environ.get("PHENOSYNC_FUZZ_EXAMPLES", "3"))
@@ -103,7 +101,6 @@ async def live(db: Starlette, tmp_path: Path) -> AsyncIterator[Live]:
     }
     settings_ = db.state.settings
     env = {
-        **os.environ,
         "PHENOSYNC_DATA_DIR": str(tmp_path / "data"),
         "PHENOSYNC_DATABASE_URL": settings_.database_url,
         "PHENOSYNC_SECRET_KEY": "fuzz",
@@ -113,38 +110,8 @@ async def live(db: Starlette, tmp_path: Path) -> AsyncIterator[Live]:
         "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024),
         "PHENOSYNC_JOB_WORKERS": "1",
     }
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
-        "--fd", str(sock.fileno()), "--log-level", "warning", "--no-access-log",
-        env=env, pass_fds=(sock.fileno(),),
-    )
-    sock.close()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as probe:
-            for _ in range(300):
-                assert process.returncode is None, "the server exited at start"
-                try:
-                    if (await probe.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the server did not start")
+    async with uvicorn_child(env) as url:
         yield Live(url, tokens, usernames, spare, known)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 def fuzz(live: Live) -> list[str]:

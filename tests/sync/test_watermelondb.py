@@ -14,20 +14,18 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 
 from server.models.observations import Observation, Photo
 from tests.factories import make_user
 from tests.factories_sync import World, make_world
+from tests.servers import uvicorn_child
 
 HERE = Path(__file__).resolve().parent / "watermelondb"
 SCENARIO = HERE / "sync_scenario.js"
@@ -38,7 +36,6 @@ SCENARIO_TIMEOUT_S = 60
 @dataclass
 class LiveServer:
     url: str
-    process: asyncio.subprocess.Process
 
 
 def node() -> str:
@@ -57,44 +54,12 @@ async def live_server(
     """uvicorn in a child process, on this session's (migrated, emptied) database."""
     settings = db.state.settings
     env = {
-        **os.environ,
         "PHENOSYNC_DATA_DIR": str(tmp_path / "data"),
         "PHENOSYNC_DATABASE_URL": settings.database_url,
         "PHENOSYNC_LOG_LEVEL": "warning",
     }
-    # Bind the port here and hand the socket over: no race for a free port.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
-        "--fd", str(sock.fileno()), "--log-level", "warning", "--no-access-log",
-        env=env, pass_fds=(sock.fileno(),),
-    )
-    sock.close()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as probe:
-            for _ in range(START_TIMEOUT_S * 10):
-                assert process.returncode is None, "the server exited at start"
-                try:
-                    if (await probe.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the server did not start")
-        yield LiveServer(url, process)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with uvicorn_child(env, start_timeout=START_TIMEOUT_S) as url:
+        yield LiveServer(url)
 
 
 async def run_scenario(
