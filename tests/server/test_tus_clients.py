@@ -7,12 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,65 +24,26 @@ from server.models.observations import Photo
 from server.settings import Settings
 from tests.factories import auth, make_user
 from tests.factories_photos import jpeg, make_photo, sha256
+from tests.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LiveServer:
-    """``uvicorn --factory server.app:create_app`` in a child process, with the
-    test session's database and data dir and one job worker."""
+class LiveServer(ServerProcess):
+    """The app under uvicorn in a child process, with the test session's
+    database and data dir and one job worker."""
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
-        self.settings = settings
-        self.env = env or {}
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "PHENOSYNC_DATA_DIR": str(self.settings.data_dir),
-            "PHENOSYNC_DATABASE_URL": self.settings.database_url,
+        super().__init__({
+            "PHENOSYNC_DATA_DIR": str(settings.data_dir),
+            "PHENOSYNC_DATABASE_URL": settings.database_url,
             "PHENOSYNC_JOB_WORKERS": "1",
-            **self.env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=env, cwd=ROOT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the server exited at start"
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not start")
+            **(env or {}),
+        })
 
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    def start(self, timeout: float = 30) -> float:
+        return super().start(timeout)
 
 
 @pytest.fixture
