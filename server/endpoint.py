@@ -130,7 +130,8 @@ async def read_json(request: Request, schema: str, *, check_nul: bool = True) ->
         body = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
-    _check_storable(body, "", nul=check_nul)
+    if _may_be_unstorable(raw, body):
+        _check_storable(body, "", nul=check_nul)
     found = messages.problems(schema, body)
     if found:
         raise errors.ValidationFailed(
@@ -143,6 +144,21 @@ async def read_json(request: Request, schema: str, *, check_nul: bool = True) ->
 
 #: The range of a database BIGINT: no id, cursor or count lies outside it.
 INT64 = range(-(2**63), 2**63)
+
+
+def _may_be_unstorable(raw: bytes, body: Any) -> bool:
+    """Whether the body needs the walk of ``_check_storable`` (13 ms for a
+    push of 500 records).  orjson refuses lone surrogates, ``NaN`` and
+    ``1e999`` itself; a NUL can only arrive as the escape ``\\u0000``; and
+    orjson's strict-integer writer (0.4 ms) raises on any integer past 53
+    bits, a superset of those past 64."""
+    if b"\\u0000" in raw:
+        return True
+    try:
+        orjson.dumps(body, option=orjson.OPT_STRICT_INTEGER)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def _check_storable(value: Any, path: str, *, nul: bool = True) -> None:
