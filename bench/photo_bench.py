@@ -45,7 +45,7 @@ from server import images  # noqa: E402
 PHOTOS = 6
 ROUNDS = 2
 UPLOADS = 4
-UPLOAD_ROUNDS = 3
+UPLOAD_ROUNDS = 5
 CONCURRENT = 50
 BIG = 20 * 1024 * 1024
 
@@ -201,14 +201,20 @@ async def atus_upload(client: httpx.AsyncClient, token: str, photo_id: str,
 
 
 def upload_figure(base: str, token: str, ids: list[str], payloads: list[bytes]) -> None:
-    """Each photo sent four ways, interleaved (the order turns each round), on
-    one keep-alive connection: plain PUT with and without fsync, tus POST +
-    PATCH, tus creation-with-upload."""
+    """Each photo sent four ways, interleaved, on one keep-alive connection:
+    plain PUT with and without fsync, tus POST + PATCH, tus
+    creation-with-upload.  The order is shuffled for each photo (seeded): a
+    turning order would keep who follows whom fixed (tus always after the
+    PUT without fsync, whose unsynced bytes the next sync may meet).  Each
+    upload makes a new file, as tus does.  Each way is warmed up once,
+    untimed: the first tus upload makes the uploads folder and loads the
+    image checks, which no later one pays again."""
     spent = {"put": 0.0, "put-nosync": 0.0, "tus": 0.0, "tus-creation": 0.0}
     fresh = iter(ids)
     with httpx.Client(base_url=base, timeout=120) as client:
         def put(n: int, data: bytes, fsync: str) -> None:
-            r = client.put(f"/bench/put/p{n}?fsync={fsync}", content=chunks(data),
+            name = ("p" if fsync == "1" else "q") + str(n)  # a new file, not the other PUT's
+            r = client.put(f"/bench/put/{name}?fsync={fsync}", content=chunks(data),
                            headers={"Content-Length": str(len(data))})
             assert r.status_code == 204, r.text
 
@@ -220,9 +226,12 @@ def upload_figure(base: str, token: str, ids: list[str], payloads: list[bytes]) 
                 client, token, next(fresh), data, with_creation=True),
         }
         order = list(ways)
+        for name in order:  # warm up each way once, untimed (first-use costs on both sides)
+            assert ways[name](-1, payloads[0]) in (None, 204), name
+        rng = random.Random(4)
         for n in range(UPLOAD_ROUNDS * len(payloads)):
             data = payloads[n % len(payloads)]
-            order = order[1:] + order[:1]
+            order = rng.sample(order, len(order))
             for name in order:
                 start = time.perf_counter()
                 status = ways[name](n, data)
@@ -236,7 +245,8 @@ def upload_figure(base: str, token: str, ids: list[str], payloads: list[bytes]) 
     print(f"  tus creation-with-upload (one request, like the PUT) "
           f"{rate['tus-creation'] / 1e6:.0f} MB/s -> ratio "
           f"{rate['tus-creation'] / rate['put']:.2f}x")
-    print(f"  like for like: {len(payloads)} JPEGs x {UPLOAD_ROUNDS} rounds, interleaved, one "
+    print(f"  like for like: {len(payloads)} JPEGs x {UPLOAD_ROUNDS} rounds, interleaved in a "
+          "shuffled order, one "
           "keep-alive connection, 256 KiB client chunks; the PUT fsyncs before its 204 as tus "
           "does before acknowledging an offset (without fsync: "
           f"{rate['put-nosync'] / 1e6:.0f} MB/s, tus ratio "
@@ -283,7 +293,8 @@ def server_figures(photos: list[bytes], parts: set[str]) -> None:
         env = {"PHENOSYNC_DATA_DIR": tmp, "PHENOSYNC_JOB_WORKERS": workers,
                "PHENOSYNC_LOG_LEVEL": "warning",
                "PHENOSYNC_MAX_BODY_BYTES": str(64 * 1024 * 1024)}
-        token, ids = asyncio.run(make_photos(env, 2 * UPLOADS * UPLOAD_ROUNDS + CONCURRENT))
+        token, ids = asyncio.run(
+            make_photos(env, 2 * (UPLOADS * UPLOAD_ROUNDS + 1) + CONCURRENT))
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "photo_bench:bench_app",

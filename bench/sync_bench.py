@@ -245,6 +245,12 @@ async def _bulk_insert_pg(url: str, world: World, user_id: int, count: int, seed
 def _listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # uvicorn takes a socket passed by --fd for a Unix socket and so never sets
+    # TCP_NODELAY on its connections, as it does when it binds host:port
+    # (`phenosync serve`): every response written in two parts (headers, then
+    # body) then waited for the client's delayed ACK, 40 ms a request.  Linux
+    # gives accepted connections the listening socket's TCP_NODELAY.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
 

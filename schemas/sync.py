@@ -104,3 +104,6 @@ class Rejection(StrEnum):
     ID_TAKEN = "id_taken"
     DELETED = "deleted"
     CONFLICT = "conflict"
+    # A late copy of an older push: the same device has written this record
+    # since, from a later push (docs/sync-protocol.md, "Late deliveries").
+    SUPERSEDED = "superseded"

@@ -8,6 +8,7 @@ startup/shutdown events.  ``uvicorn --factory server.app:create_app`` (as
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -40,6 +41,7 @@ from server.routes import ENDPOINTS
 from server.settings import Settings
 from server.sqlite_client import ServerLock
 from server.storage import storage_for
+from server.tokens import TokenCache
 
 
 def package_version() -> str:
@@ -84,9 +86,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             server_lock.acquire()  # warns when another server process has the file
         await database.open()
         runner.start()
+        # What start-up made (modules, models, schemas, the app) lives as long
+        # as the process: frozen out of the cycle collector's sight, a full
+        # collection (every few sync pushes of 500 records) does not walk it
+        # again each time (13 ms a push on average, bench/sync_bench.py).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await runner.stop()
             await database.close()
             if server_lock is not None:
@@ -147,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.database = database
     app.state.storage = storage
     app.state.jobs = runner
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
     # Sync pushes of this process wait here, one at a time, before they take
     # a database connection: they serialise on the writer lock anyway
     # (server/models/sequence.py), and waiting inside a connection would

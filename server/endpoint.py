@@ -100,7 +100,7 @@ async def identify(request: Request) -> tuple[User | None, ApiToken | None]:
     token = bearer_token(request)
     if token is None:
         return None, None
-    found = await authenticate(token)
+    found = await authenticate(token, request.app.state.token_cache)
     if found is None:
         raise errors.NotAuthenticated(
             "The token is unknown, expired or revoked: log in again.", code="invalid_token"

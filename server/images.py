@@ -30,6 +30,11 @@ from pillow_heif import register_heif_opener
 register_heif_opener()
 # exifread logs every odd tag it skips; broken EXIF is reported in our result.
 logging.getLogger("exifread").setLevel(logging.ERROR)
+#: Reads exifread may make of one file.  A camera's EXIF takes well under a
+#: thousand; exifread walks every entry an IFD claims, even past the end of the
+#: data, so a 16-byte block claiming 65,535 entries per IFD would otherwise
+#: cost seconds of CPU.
+EXIF_READ_BUDGET = 20_000
 
 #: Formats accepted (Pillow's names) and the content type each is stored as.
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic"}
@@ -245,7 +250,11 @@ def read_exif(handle: BinaryIO, embedded: bytes | None = None) -> Exif:
             return read_exif(io.BytesIO(block))
     handle.seek(0)
     try:
-        tags = exifread.process_file(handle, details=False, extract_thumbnail=False)
+        tags = exifread.process_file(
+            cast(BinaryIO, _BoundedReader(handle, EXIF_READ_BUDGET)),
+            details=False, extract_thumbnail=False)
+    except _ReadBudgetSpent:
+        return Exif(error="EXIF claims more entries than it holds (malformed IFD); ignored")
     except Exception as exc:  # exifread raises many kinds on garbage
         return Exif(error=f"{type(exc).__name__}: {exc}"[:200])
     out = Exif()
@@ -275,6 +284,30 @@ def read_exif(handle: BinaryIO, embedded: bytes | None = None) -> Exif:
     if out.orientation not in range(1, 9):
         out.orientation = 1
     return out
+
+
+class _ReadBudgetSpent(Exception):
+    pass
+
+
+class _BoundedReader:
+    """The file as exifread uses it (read, seek, tell), with a budget of reads."""
+
+    def __init__(self, handle: BinaryIO, budget: int) -> None:
+        self._handle = handle
+        self._left = budget
+
+    def read(self, size: int = -1) -> bytes:
+        self._left -= 1
+        if self._left < 0:
+            raise _ReadBudgetSpent
+        return self._handle.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
 
 
 def _values(tag: Any) -> list[Any]:

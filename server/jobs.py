@@ -28,12 +28,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from server.database import Database
 from server.models.jobs import Job, JobState
+from server.models.rows import insert_statement
 
 log = logging.getLogger("phenosync.jobs")
 
@@ -66,6 +68,18 @@ async def enqueue(
         max_attempts=max_attempts,
         using_db=using_db,
     )
+
+
+def enqueue_step(
+    conn: BaseDBAsyncClient, kind: str, payload: dict[str, Any], *, max_attempts: int = 5
+) -> tuple[str, list[Any]]:
+    """``enqueue`` (due now) as a step of a ``database.run_steps`` transaction."""
+    now = datetime.now(UTC)
+    return insert_statement(conn, Job, {
+        "kind": kind, "payload": payload, "state": JobState.QUEUED.value, "attempts": 0,
+        "max_attempts": max_attempts, "run_after": now_ms(), "locked_until": 0,
+        "locked_by": None, "last_error": None, "created_at": now, "updated_at": now,
+    })
 
 
 async def run_now(job_id: int) -> None:

@@ -181,6 +181,8 @@ class S3Storage:
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
+        expect: int | None = None,  # a part is durable once PUT: nothing to start early
+        on_written: Callable[[], object] | None = None,
     ) -> int:
         name = self._name(key)
         segments = await to_thread.run_sync(self._writable, name, offset)
@@ -207,6 +209,7 @@ class S3Storage:
             spool.seek(0)
             spool.truncate()
 
+        arrived = False
         try:
             async for chunk in chunks:
                 view = memoryview(chunk)
@@ -228,6 +231,7 @@ class S3Storage:
                         in_part = buffered = 0
                         if on_flush is not None:
                             await _maybe_await(on_flush(stored))
+            arrived = True
         finally:
             # Whatever arrived before an error or a dropped connection is kept:
             # the caller decides (and records) how much of it counts.  The last
@@ -244,6 +248,8 @@ class S3Storage:
                     stored += buffered
             finally:
                 await to_thread.run_sync(spool.close)
+        if arrived and on_written is not None:
+            await to_thread.run_sync(on_written)  # the last part is stored: nothing to overlap
         return stored
 
     def _fill(self, spool: IO[bytes], segment: Segment) -> int:

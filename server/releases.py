@@ -223,13 +223,19 @@ JOB_KIND = "release.publish"
 async def publish_job(payload: dict[str, Any], *, settings: Settings, database: Database) -> None:
     """The job behind ``POST /api/v1/datasets``: publish the planned version.
 
-    Idempotent: a retry after the release was recorded does nothing.
+    Idempotent: a retry after the release was recorded does nothing, and so
+    does a run that finds the version published meanwhile (a second run of
+    this job, when the lease of the first ran out while it was still writing).
     """
     version = str(payload["version"])
     if await Release.exists(version=version):
         return
     user = await User.get_or_none(id=payload["user_id"]) if payload.get("user_id") else None
-    await publish(settings, database, version=version, user=user)
+    try:
+        await publish(settings, database, version=version, user=user)
+    except errors.AlreadyExists:
+        if not await Release.exists(version=version):
+            raise
 
 
 async def queue_publish(settings: Settings, requested: str | None, user: User | None) -> Job:

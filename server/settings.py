@@ -27,6 +27,7 @@ class Settings:
     port: int = 8000
     max_body_bytes: int = 4 * 1024 * 1024
     token_ttl_days: int = 365
+    token_cache_seconds: float = 5.0
     tombstone_retention_days: int = 90
     log_level: str = "info"
     log_json: bool = True
@@ -88,6 +89,9 @@ class Settings:
             port=config(PREFIX + "PORT", cast=int, default=8000),
             max_body_bytes=config(PREFIX + "MAX_BODY_BYTES", cast=int, default=4 * 1024 * 1024),
             token_ttl_days=config(PREFIX + "TOKEN_TTL_DAYS", cast=int, default=365),
+            token_cache_seconds=max(
+                0.0, config(PREFIX + "TOKEN_CACHE_SECONDS", cast=float, default=5.0)
+            ),
             tombstone_retention_days=config(
                 PREFIX + "TOMBSTONE_RETENTION_DAYS", cast=int, default=90
             ),
@@ -140,6 +144,7 @@ ENVIRONMENT_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR",) + tuple(
         "PORT",
         "MAX_BODY_BYTES",
         "TOKEN_TTL_DAYS",
+        "TOKEN_CACHE_SECONDS",
         "TOMBSTONE_RETENTION_DAYS",
         "LOG_LEVEL",
         "LOG_JSON",

@@ -36,7 +36,11 @@ log = logging.getLogger("phenosync.database")
 class ImmediateTransactionWrapper(SqliteTransactionWrapper):
     async def begin(self) -> None:
         try:
-            await self._connection.commit()
+            # Tortoise commits first, always, in case a transaction was left
+            # open; only then is there anything to commit (a round trip to
+            # the database thread saved on every transaction).
+            if self._connection.in_transaction:
+                await self._connection.commit()
             await self._connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise TransactionManagementError(exc) from exc

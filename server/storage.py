@@ -36,6 +36,8 @@ _KEY = re.compile(r"^[a-z0-9_-]+(/[a-z0-9_.-]+)*$")
 # Bytes gathered before one write: few thread hops, little memory per upload.
 WRITE_BUFFER = 1024 * 1024
 FLUSH_SECONDS = 0.5
+# Bytes written are synced (and reported to ``on_flush``) at least this often.
+SYNC_SECONDS = 1.0
 
 
 class StorageKeyError(ValueError):
@@ -51,13 +53,21 @@ class Storage(Protocol):
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
+        expect: int | None = None,
+        on_written: Callable[[], object] | None = None,
     ) -> int:
         """Write ``chunks`` at ``offset`` (cutting off anything after it); return
-        the number of bytes written.  ``on_flush(total)`` is called after each
-        buffered write, so a caller may record progress; ``observe(block)`` sees
+        the number of bytes written.  ``on_flush(total)`` is called from time
+        to time (local storage: about every SYNC_SECONDS) with how many bytes
+        are on disk (synced), so a caller may record progress that survives a
+        power cut; ``observe(block)`` sees
         every block just before it is written, in the writing thread (hashes
         are computed there, off the event loop); everything written is synced
-        to disk before this returns."""
+        to disk before this returns.  ``expect``: how many bytes the chunks
+        are expected to hold (a hint: syncing may start before the end).
+        ``on_written()``: called in a worker thread once every chunk is
+        written, when they all arrived (not after an error), possibly while the
+        last sync runs; what it raises is raised here after that sync."""
 
     async def truncate(self, key: str, length: int) -> None: ...
 
@@ -121,27 +131,48 @@ class LocalStorage:
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
+        expect: int | None = None,
+        on_written: Callable[[], object] | None = None,
     ) -> int:
         path = self.key_path(key)
         # File work runs in a thread, one step at a time, while the event loop
         # goes on receiving: at most one block is being written while the
         # next one fills (WRITE_BUFFER bytes each), so memory stays bounded
-        # and the body is never held up by the disk it is waiting for.
+        # and the body is never held up by the disk it is waiting for.  A
+        # block is the chunks as they arrived (a list, not joined: copying
+        # them into one buffer cost the event loop more than receiving them).
+        #
+        # Syncing, which the caller waits for at the end, is started early in
+        # other threads, beside the writing: a new file's directory entry as
+        # soon as the file is made, and the bytes written so far every
+        # SYNC_SECONDS (so that the progress reported to ``on_flush`` is on
+        # disk) and once the expected end is near (so that the last sync has
+        # little left to do).  ``on_written`` runs beside the last sync.
         handle: BinaryIO | None = None
+        created = False
         in_flight: tuple[asyncio.Future[None], int] | None = None
         written = 0
-        buffer = bytearray()
-        last_flush = time.monotonic()
+        block: list[bytes] = []
+        size = 0
+        last_flush = last_sync = time.monotonic()
+        named: asyncio.Future[None] | None = None  # the new file's name synced
+        syncing: asyncio.Future[None] | None = None  # the bytes written so far synced
+        covering = durable = reported = 0  # bytes: the sync covers, are synced, reported
+        tail_synced = False
+        loop = asyncio.get_running_loop()
+        all_written = asyncio.Event()  # set by the last write, before its sync
 
-        def flush(data: bytearray, last: bool) -> None:  # opened by the first call
-            nonlocal handle
+        def flush(chunks: list[bytes], last: bool) -> None:  # opened by the first call
+            nonlocal handle, created
             if handle is None:
-                handle = _open_at(path, offset)
-            if observe is not None and data:
-                observe(data)
-            handle.write(data)
+                handle, created = _open_at(path, offset)
+            for chunk in chunks:
+                if observe is not None:
+                    observe(chunk)
+                handle.write(chunk)
             handle.flush()
             if last:
+                loop.call_soon_threadsafe(all_written.set)
                 os.fsync(handle.fileno())
                 handle.close()
 
@@ -149,37 +180,76 @@ class LocalStorage:
             nonlocal in_flight
             in_flight = asyncio.ensure_future(to_thread.run_sync(work, *args)), size
 
+        def sync_written() -> None:
+            nonlocal syncing, covering, last_sync
+            assert handle is not None
+            # A descriptor of its own: the writer may close the file meanwhile.
+            fd = os.dup(handle.fileno())
+            covering, last_sync = written, time.monotonic()
+            syncing = asyncio.ensure_future(to_thread.run_sync(_sync_and_close, fd))
+
         async def settle() -> None:
-            nonlocal in_flight, written
+            nonlocal in_flight, written, named, syncing, durable, reported, tail_synced
             if in_flight is None:
                 return
             (step, size), in_flight = in_flight, None
             await step
-            if size:
-                written += size
+            written += size
+            if created and named is None:
+                named = asyncio.ensure_future(to_thread.run_sync(_fsync_dir, path.parent))
+            if syncing is not None and syncing.done():
+                await syncing  # its error, if any, is raised here
+                syncing, durable = None, covering
+            if durable > reported and (named is None or named.done()):
+                if named is not None:
+                    await named
+                reported = durable
                 if on_flush is not None:
-                    await _maybe_await(on_flush(written))
+                    await _maybe_await(on_flush(durable))
+            if syncing is None and written > durable:
+                # The end is near when about two blocks are still to come
+                # (what is written lags a block behind what arrived).
+                near_end = expect is not None and expect - written <= 3 * WRITE_BUFFER
+                if (near_end and not tail_synced) or time.monotonic() - last_sync >= SYNC_SECONDS:
+                    tail_synced = tail_synced or near_end
+                    sync_written()
 
+        arrived = False
         try:
             async for chunk in chunks:
-                buffer += chunk
+                if not chunk:
+                    continue
+                block.append(chunk)
+                size += len(chunk)
                 # A slow phone sends little at a time: flush at least every
                 # FLUSH_SECONDS, so recorded progress follows what arrived.
-                if len(buffer) >= WRITE_BUFFER or (
-                    buffer and time.monotonic() - last_flush >= FLUSH_SECONDS
-                ):
+                if size >= WRITE_BUFFER or time.monotonic() - last_flush >= FLUSH_SECONDS:
                     last_flush = time.monotonic()
-                    block, buffer = buffer, bytearray()  # handed over, not copied
+                    full, block, full_size, size = block, [], size, 0  # handed over
                     await settle()
-                    start(flush, block, False, size=len(block))
+                    start(flush, full, False, size=full_size)
+            arrived = True
         finally:
             # Whatever arrived before an error or a dropped connection is kept:
             # the caller decides (and records) how much of it counts.
+            checking: asyncio.Future[object] | None = None
             try:
                 await settle()
-                await to_thread.run_sync(flush, buffer, True)  # synced and closed
-                written += len(buffer)
+                last = asyncio.ensure_future(to_thread.run_sync(flush, block, True))
+                if arrived and on_written is not None:
+                    waiting = asyncio.ensure_future(all_written.wait())
+                    await asyncio.wait((last, waiting), return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                    if all_written.is_set():
+                        checking = asyncio.ensure_future(to_thread.run_sync(on_written))
+                await last  # synced and closed
+                written += size
+                if created and named is None:
+                    await to_thread.run_sync(_fsync_dir, path.parent)
             finally:
+                for running in (named, syncing, checking):
+                    if running is not None:
+                        await running
                 if handle is not None and not handle.closed:  # an error on the way
                     await to_thread.run_sync(handle.close)
         return written
@@ -253,16 +323,28 @@ async def _maybe_await(value: object) -> None:
         await value
 
 
-def _open_at(path: Path, offset: int) -> BinaryIO:
+def _open_at(path: Path, offset: int) -> tuple[BinaryIO, bool]:
+    """The file at ``path`` cut at ``offset`` and positioned there, and whether
+    it was made now (then its directory must be synced too, for the new name
+    to survive a power cut, not only its bytes)."""
     _make_parent(path)
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    if created:
-        _fsync_dir(path.parent)  # the new name survives a power cut, not only its bytes
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        created = False
+    except FileNotFoundError:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        created = True
     handle = os.fdopen(fd, "wb")
     handle.truncate(offset)
     handle.seek(offset)
-    return handle
+    return handle, created
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _truncate(path: Path, length: int) -> None:

@@ -16,15 +16,13 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from schemas.observation import UploadState
-from server.models.accounts import Membership
 from server.models.observations import Observation, Photo
-from server.models.reference import Phenophase, Project, ProjectTaxon, Taxon
-from server.models.rows import as_datetime, insert_many, select_in, update_many
+from server.models.rows import as_datetime, insert_many, placeholder, select_in, update_many
 from server.models.sequence import current_seq, next_seq
 from server.photos import photo_record
 from server.quality.runner import References, evaluate, settle, subject
 from sync.records import format_observed_at
-from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Write
+from sync.store import PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Wanted, Write
 
 HORIZON_ID = 2  # a second row of the counter table: the tombstone purge horizon
 
@@ -153,27 +151,31 @@ class OrmSyncStore:
         self._rows: dict[str, dict[str, Any]] = {}
 
     # --- push -------------------------------------------------------------
-    async def reference(self, user_id: int) -> ReferenceData:
+    async def reference(self, user_id: int, wanted: Wanted) -> ReferenceData:
+        """The projects, taxa and phenophases the batch names (and not deleted),
+        the species lists of those projects and the user's memberships in them:
+        five small queries on plain rows, whatever the size of the vocabulary."""
         conn = self.conn
+        refs = await References.load(conn, wanted.projects, wanted.taxa, wanted.phenophases,
+                                     live=True)
+        self._refs = refs
         species: dict[int, set[int]] = {}
-        for pid, tid in await ProjectTaxon.all().using_db(conn).values_list(
-            "project_id", "taxon_id"
-        ):
-            species.setdefault(pid, set()).add(tid)
-        projects = {p.id: p for p in await Project.filter(is_deleted=False).using_db(conn)}
-        taxa = {t.id: t for t in await Taxon.filter(is_deleted=False).using_db(conn)}
-        phases = {p.id: p for p in await Phenophase.filter(is_deleted=False).using_db(conn)}
-        self._refs = References(projects, taxa, phases)
-        members = await Membership.filter(user_id=user_id).using_db(conn).values_list(
-            "project_id", flat=True
-        )
+        members: list[int] = []
+        if refs.projects:
+            ids = sorted(refs.projects)
+            for r in await select_in(conn, "project_id, taxon_id", "project_taxa",
+                                     "project_id", ids):
+                species.setdefault(int(r["project_id"]), set()).add(int(r["taxon_id"]))
+            members = [int(r["project_id"]) for r in await select_in(
+                conn, "project_id", "memberships", "project_id", ids,
+                f"user_id = {placeholder(conn, len(ids) + 1)}", extra=[user_id])]
         return ReferenceData(
             {p.id: ProjectRef(p.id, p.is_open, frozenset(species.get(p.id, ())))
-             for p in projects.values()},
-            {t.id: t.group for t in taxa.values()},
-            {p.id: PhenophaseRef(p.id, frozenset(p.groups or []),
-                                 frozenset(p.intensity_codes())) for p in phases.values()},
-            frozenset(members),  # type: ignore[arg-type]
+             for p in refs.projects.values()},
+            {t.id: t.group for t in refs.taxa.values()},
+            {p.id: PhenophaseRef(p.id, frozenset(p.groups or []), frozenset(p.intensity_codes()))
+             for p in refs.phenophases.values()},
+            frozenset(members),
         )
 
     async def load(self, table: str, ids: list[str]) -> dict[str, StoredRecord]:
@@ -189,6 +191,8 @@ class OrmSyncStore:
                     r["id"], r["user_id"], _observation_values(r),
                     int(r["client_changed_seq"]), r["client_changed_device"],
                     bool(r["is_deleted"]), observation_wire(r, flags.get(r["id"])),
+                    (int(r["client_changed_pulled_at"] or 0),
+                     int(r["client_changed_push"] or 0)),
                 )
                 for r in rows
             }
@@ -205,10 +209,11 @@ class OrmSyncStore:
         return await next_seq(self.conn, count) - count + 1
 
     async def save_many(
-        self, table: str, user_id: int, device: str | None, writes: list[Write]
+        self, table: str, user_id: int, device: str | None, writes: list[Write],
+        *, stamp: tuple[int, int] = (0, 0),
     ) -> None:
         if table == "observations":
-            await self._save_observations(user_id, device, writes)
+            await self._save_observations(user_id, device, writes, stamp)
             return
         now = datetime.now(UTC)
         await insert_many(self.conn, Photo, [
@@ -229,7 +234,7 @@ class OrmSyncStore:
         ])
 
     async def _save_observations(self, user_id: int, device: str | None,
-                                 writes: list[Write]) -> None:
+                                 writes: list[Write], stamp: tuple[int, int]) -> None:
         """Check the batch, then write each row once with its review status and
         flag count: one INSERT for the new records, one UPDATE for the others,
         then the flags, queue rows and audit events (``server.quality``).
@@ -237,8 +242,8 @@ class OrmSyncStore:
         never make a conflict (``client_changed_seq`` is the client's)."""
         conn = self.conn
         now = datetime.now(UTC)
-        if self._refs is None:
-            await self.reference(user_id)
+        # ``reference`` loaded every project, taxon and phenophase the batch
+        # names; the writes passed its checks, so they name no other.
         assert self._refs is not None
         missing = [w.id for w in writes if not w.created and w.id not in self._rows]
         if missing:
@@ -264,7 +269,8 @@ class OrmSyncStore:
             o = result[w.id]
             server = {"review_status": o.after, "flag_count": len(o.codes),
                       "updated_seq": w.seq, "client_changed_seq": w.seq,
-                      "client_changed_device": device, "server_updated_at": now}
+                      "client_changed_device": device, "server_updated_at": now,
+                      "client_changed_pulled_at": stamp[0], "client_changed_push": stamp[1]}
             if w.created:
                 # The row the checks saw (its values, id, user, creation time),
                 # completed in place: no second copy of 500 rows.

@@ -30,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from starlette.requests import ClientDisconnect, Request
@@ -49,16 +50,18 @@ from tortoise.transactions import in_transaction
 from schemas import errors
 from schemas.observation import UploadState
 from server import images, jobs, photos
+from server.database import Steps, run_steps
 from server.endpoint import Access, identify
 from server.errors import error_response
 from server.metrics import UPLOAD_BYTES
 from server.models.accounts import User
 from server.models.observations import Photo
-from server.models.sequence import next_seq
+from server.models.rows import insert_statement, placeholder
+from server.models.sequence import next_seq, next_seq_steps
 from server.models.uploads import Upload, UploadStatus
 from server.openapi import raw_operation
 from server.settings import Settings
-from server.storage import Storage
+from server.storage import WRITE_BUFFER, Storage
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
@@ -69,6 +72,9 @@ LEASE_MS = 5_000
 PROGRESS_SECONDS = 1.0
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Received while a PATCH is checked and its lease taken: one write block.
+EARLY_BYTES = WRITE_BUFFER
+_T = TypeVar("_T")
 # Past 2**63 no offset or length is real, and databases refuse to store it.
 _MAX_DIGITS = 18
 
@@ -193,6 +199,70 @@ class _TooLong(Exception):
     pass
 
 
+class _EarlyBody:
+    """A request body whose first block is received while the request is
+    checked (``meanwhile``): authenticating, finding the upload and taking its
+    write lease cost database round trips and a commit, and the bytes arrive
+    during them instead of after.  At most about ``EARLY_BYTES`` (one write
+    block) are held; nothing is written before the check has passed.
+    Iterating it gives those bytes, then the rest of the body; a read error
+    met early (a dropped connection) is raised where it would have been,
+    after them."""
+
+    def __init__(self, request: Request) -> None:
+        self._stream = request.stream()
+        self._early: list[bytes] = []
+        self._error: Exception | None = None
+        self._ended = False
+        self._enough = False
+        self._receiving: asyncio.Future[None] | None = None
+
+    async def _receive(self) -> None:
+        held = 0
+        try:
+            while not self._enough and held < EARLY_BYTES:
+                chunk = await anext(self._stream)
+                self._early.append(chunk)
+                held += len(chunk)
+        except StopAsyncIteration:
+            self._ended = True
+        except Exception as exc:  # raised again by __aiter__, after the early bytes
+            self._error = exc
+
+    async def meanwhile(self, check: Awaitable[_T]) -> _T:
+        """``check``'s result, the body's first block received meanwhile."""
+        self._receiving = asyncio.ensure_future(self._receive())
+        try:
+            result = await check
+        except BaseException:
+            await self.aclose()  # the request fails: the rest of its body is not read
+            raise
+        # The reading stops with the chunk it is waiting for (iterating waits
+        # for that, under the write lease's renewal, not here).
+        self._enough = True
+        return result
+
+    async def aclose(self) -> None:
+        """Stop reading early (a request that ends before its body was read)."""
+        if self._receiving is not None and not self._receiving.done():
+            self._receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiving
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._receiving is not None:
+            await self._receiving
+        early, self._early = self._early, []
+        for chunk in early:
+            yield chunk
+        if self._error is not None:
+            raise self._error
+        if self._ended:
+            return
+        async for chunk in self._stream:
+            yield chunk
+
+
 class TusServer:
     """The tus routes of one app; ``routes()`` goes into the app's route list."""
 
@@ -278,6 +348,25 @@ class TusServer:
     # --- POST (creation, creation-with-upload) -----------------------------
 
     async def create(self, request: Request) -> Response:
+        body = _EarlyBody(request)
+        try:
+            upload, lease, headers = await body.meanwhile(self._create(request))
+            if lease is not None:
+                try:
+                    checksum = self._check_body(request, upload, 0)
+                except errors.PhenosyncError:
+                    await Upload.filter(id=upload.id, lock_token=lease).update(
+                        locked_until=0, lock_token=None)
+                    raise
+                offset = await self._write(request, upload, 0, lease, body, checksum)
+                headers["Upload-Offset"] = str(offset)
+        finally:
+            await body.aclose()
+        return Response(status_code=201, headers=headers)
+
+    async def _create(self, request: Request) -> tuple[Upload, str | None, dict[str, str]]:
+        """Check the creation request and record the upload (with the write
+        lease when a body comes with it): the upload, the lease, the headers."""
         user = await self._user(request)
         length = _int_header(request, "upload-length", required=False)
         if length is None:
@@ -334,46 +423,67 @@ class TusServer:
         upload_id = secrets.token_hex(16)
         # A body sent with the creation is written under a lease taken with it.
         lease = secrets.token_hex(8) if with_body else None
-        async with in_transaction() as conn:
-            photo = await Photo.get_or_none(id=photo_id, is_deleted=False, using_db=conn)
-            if photo is None:
+        conn = Upload._meta.db
+        expires_at = self._new_expiry()
+        locked_until = jobs.now_ms() + LEASE_MS if lease else 0
+
+        def steps() -> Steps[str | None]:
+            # Plain rows, not models, in one round trip (database.run_steps):
+            # this runs for every photo (bench/photo_bench.py).
+            p = functools.partial(placeholder, conn)
+            rows = yield (
+                'SELECT "user_id", "upload_state", "declared_sha256" FROM "photos"'
+                f' WHERE "id" = {p(1)} AND "is_deleted" = {p(2)}',
+                [photo_id, False],
+            )
+            if not rows:
                 raise errors.NotFound(
                     f"There is no photo record {photo_id[:64]!r}: push it with sync first."
                 )
-            if photo.user_id != user.id:  # type: ignore[attr-defined]
+            photo = rows[0]
+            if photo["user_id"] != user.id:
                 raise errors.PermissionDenied("This photo record belongs to another user.")
-            if photo.upload_state in (UploadState.READY, UploadState.PROCESSING):
+            if photo["upload_state"] in (UploadState.READY, UploadState.PROCESSING):
                 raise errors.Conflict(
                     f"Photo {photo_id!r} is already uploaded.", code="already_uploaded"
                 )
-            if declared and photo.declared_sha256 and declared != photo.declared_sha256:
+            if declared and photo["declared_sha256"] and declared != photo["declared_sha256"]:
                 raise errors.ValidationFailed(
                     "The sha256 in Upload-Metadata differs from the photo record's.",
                     code="sha256_mismatch",
                 )
-            upload = await Upload.create(
-                id=upload_id, photo=photo, user=user, length=length,
-                metadata_header=header, metadata=stored,
-                declared_sha256=declared or photo.declared_sha256,
-                content_type=filetype or None,
-                storage_key=f"uploads/{upload_id}",
-                expires_at=self._new_expiry(),
-                locked_until=jobs.now_ms() + LEASE_MS if lease else 0,
-                lock_token=lease,
-                using_db=conn,
-            )
-            if photo.upload_state != UploadState.UPLOADING:
-                seq = await next_seq(conn)
-                await Photo.filter(id=photo.id).using_db(conn).update(
-                    upload_state=UploadState.UPLOADING, failure_code=None, updated_seq=seq
+            sha256: str | None = declared or photo["declared_sha256"]
+            now = datetime.now(UTC)
+            yield insert_statement(conn, Upload, {
+                "id": upload_id, "photo_id": photo_id, "user_id": user.id,
+                "length": length, "offset": 0, "metadata_header": header,
+                "metadata": stored, "declared_sha256": sha256,
+                "content_type": filetype or None, "state": UploadStatus.RECEIVING.value,
+                "storage_key": f"uploads/{upload_id}", "expires_at": expires_at,
+                "locked_until": locked_until, "lock_token": lease,
+                "created_at": now, "updated_at": now,
+            })
+            if photo["upload_state"] != UploadState.UPLOADING:
+                seq = yield from next_seq_steps()
+                yield (
+                    f'UPDATE "photos" SET "upload_state" = {p(1)}, "failure_code" = NULL,'
+                    f' "updated_seq" = {p(2)} WHERE "id" = {p(3)}',
+                    [UploadState.UPLOADING.value, seq, photo_id],
                 )
+            return sha256
+
+        declared_sha256 = await run_steps(conn, steps())
+        upload = Upload(
+            id=upload_id, photo_id=photo_id, user_id=user.id, length=length, offset=0,
+            metadata_header=header, metadata=stored, declared_sha256=declared_sha256,
+            content_type=filetype or None, state=UploadStatus.RECEIVING,
+            storage_key=f"uploads/{upload_id}", expires_at=expires_at,
+            locked_until=locked_until, lock_token=lease,
+        )
         headers = tus_headers(
             Location=PREFIX + upload_id, **{"Upload-Expires": _expires(upload)}
         )
-        if with_body:
-            offset = await self._write(request, upload, 0, lease)
-            headers["Upload-Offset"] = str(offset)
-        return Response(status_code=201, headers=headers)
+        return upload, lease, headers
 
     # --- HEAD --------------------------------------------------------------
 
@@ -399,63 +509,78 @@ class TusServer:
             )
         offset = _int_header(request, "upload-offset")
         assert offset is not None
+        body = _EarlyBody(request)
+        try:
+            upload, token, checksum = await body.meanwhile(self._lease(request, offset))
+            offset = await self._write(request, upload, offset, token, body, checksum)
+        finally:
+            await body.aclose()
+        headers = tus_headers(**{"Upload-Offset": str(offset)})
+        if offset < upload.length:
+            headers["Upload-Expires"] = _expires(upload)
+        return Response(status_code=204, headers=headers)
+
+    async def _lease(
+        self, request: Request, offset: int
+    ) -> tuple[Upload, str, tuple[str, bytes] | None]:
+        """Authenticate, take the upload's write lease (one statement finds the
+        user's upload receiving at ``offset`` with its lease free and takes
+        it), and check the request against it: the upload, the lease token,
+        the checksum to match.  When the lease cannot be had, say why."""
         user = await self._user(request)
+        token = secrets.token_hex(8)
+        upload_id = request.path_params["upload_id"]
+        upload = None
+        if re.fullmatch(r"[0-9a-f]{32}", upload_id):
+            upload = await _take_lease(upload_id, user.id, offset, token)
+        if upload is not None:
+            try:
+                if upload.expires_at <= datetime.now(UTC):
+                    raise errors.Gone("This upload expired: start a new one.")
+                return upload, token, self._check_body(request, upload, offset)
+            except errors.PhenosyncError:
+                await Upload.filter(id=upload.id, lock_token=token).update(
+                    locked_until=0, lock_token=None)
+                raise
         upload = await self._upload(request, user)
         if offset != upload.offset:
             raise errors.OffsetMismatch(
                 f"Upload-Offset is {offset} but the server has {upload.offset} bytes.",
                 details={"offset": upload.offset},
             )
-        offset = await self._write(request, upload, offset)
-        headers = tus_headers(**{"Upload-Offset": str(offset)})
-        if offset < upload.length:
-            headers["Upload-Expires"] = _expires(upload)
-        return Response(status_code=204, headers=headers)
+        self._check_body(request, upload, offset)
+        if upload.state != UploadStatus.RECEIVING:
+            raise errors.Conflict("This upload is complete.", code="upload_complete")
+        raise errors.Locked(
+            "Another request is writing this upload: retry in a few seconds.",
+            code="upload_locked",
+        )
+
+    def _check_body(
+        self, request: Request, upload: Upload, offset: int
+    ) -> tuple[str, bytes] | None:
+        """The body's ``Upload-Checksum``, once its headers fit the upload."""
+        checksum = self._checksum(request)
+        room = upload.length - offset
+        content_length = _int_header(request, "content-length", required=False)
+        if content_length is not None and content_length > room:
+            raise errors.PayloadTooLarge(
+                f"The body ({content_length} bytes) runs past Upload-Length: "
+                f"{room} bytes are left from offset {offset}.",
+                code="upload_past_length",
+                details={"offset": offset, "length": upload.length},
+            )
+        return checksum
 
     async def _write(
-        self, request: Request, upload: Upload, offset: int, token: str | None = None
+        self, request: Request, upload: Upload, offset: int, token: str, body: _EarlyBody,
+        checksum: tuple[str, bytes] | None,
     ) -> int:
-        """Stream the body to storage at ``offset`` under the write lease; returns
-        the new offset.  Completes the upload when it is the last byte.
-        ``token``: the lease is already held (taken with the creation)."""
-        try:
-            checksum = self._checksum(request)
-            room = upload.length - offset
-            content_length = _int_header(request, "content-length", required=False)
-            if content_length is not None and content_length > room:
-                raise errors.PayloadTooLarge(
-                    f"The body ({content_length} bytes) runs past Upload-Length: "
-                    f"{room} bytes are left from offset {offset}.",
-                    code="upload_past_length",
-                    details={"offset": offset, "length": upload.length},
-                )
-        except errors.PhenosyncError:
-            if token is not None:
-                await Upload.filter(id=upload.id, lock_token=token).update(
-                    locked_until=0, lock_token=None)
-            raise
-        if token is None:
-            token = secrets.token_hex(8)
-            now = jobs.now_ms()
-            taken = await Upload.filter(
-                Q(id=upload.id), Q(state=UploadStatus.RECEIVING), Q(offset=offset),
-                Q(locked_until__lt=now) | Q(lock_token=None),
-            ).update(locked_until=now + LEASE_MS, lock_token=token)
-        else:
-            taken = 1
-        if not taken:
-            fresh = await Upload.get(id=upload.id)
-            if fresh.offset != offset:
-                raise errors.OffsetMismatch(
-                    f"Upload-Offset is {offset} but the server has {fresh.offset} bytes.",
-                    details={"offset": fresh.offset},
-                )
-            if fresh.state != UploadStatus.RECEIVING:
-                raise errors.Conflict("This upload is complete.", code="upload_complete")
-            raise errors.Locked(
-                "Another request is writing this upload: retry in a few seconds.",
-                code="upload_locked",
-            )
+        """Stream the body to storage at ``offset`` under the write lease
+        ``token``; returns the new offset.  Completes the upload when it is the
+        last byte."""
+        room = upload.length - offset
+        content_length = _int_header(request, "content-length", required=False)
         mine = Upload.filter(id=upload.id, lock_token=token)
         progress = {"flushed": 0}
         received = 0
@@ -471,12 +596,12 @@ class TusServer:
             if whole is not None:
                 whole.update(block)
 
-        async def body() -> AsyncIterator[bytes]:
-            nonlocal received
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > room:
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal received  # the bytes handed to storage, all of them written
+            async for chunk in body:
+                if received + len(chunk) > room:
                     raise _TooLong()
+                received += len(chunk)
                 UPLOAD_BYTES.inc(len(chunk))
                 yield chunk
 
@@ -497,13 +622,32 @@ class TusServer:
         def flushed(total: int) -> None:
             progress["flushed"] = total
 
+        # The content check of a completing upload runs once every byte is
+        # written, while they are synced (its outcome, or none when it did not run).
+        checked: list[images.ImageRefused | None] = []
+
+        def check_written() -> None:  # in a worker thread
+            if offset + received != upload.length:
+                return
+            try:
+                _check_content(
+                    self.storage, upload.storage_key, upload.declared_sha256,
+                    whole.hexdigest() if whole else None, self.settings.max_image_pixels,
+                )
+            except images.ImageRefused as refused:
+                checked.append(refused)
+            else:
+                checked.append(None)
+
         keeper = asyncio.create_task(keep_lease())
         error: errors.PhenosyncError | None = None
         written = 0
         try:
             try:
                 written = await self.storage.write_at(
-                    upload.storage_key, offset, body(), on_flush=flushed, observe=observe
+                    upload.storage_key, offset, chunks(), on_flush=flushed, observe=observe,
+                    expect=min(room, content_length if content_length is not None else room),
+                    on_written=check_written,
                 )
             except _TooLong:
                 error = errors.PayloadTooLarge(
@@ -534,11 +678,11 @@ class TusServer:
         if error is not None:
             written = 0
         new_offset = offset + min(written, room)
-        if new_offset != offset + progress["flushed"] or error is not None:
+        if new_offset != offset + received:  # what did not count is cut off
             await self.storage.truncate(upload.storage_key, new_offset)
         upload.offset = new_offset
         if new_offset == upload.length:
-            await self._complete(upload, token, whole.hexdigest() if whole else None)
+            await self._complete(upload, token, whole.hexdigest() if whole else None, checked)
         else:
             upload.expires_at = self._new_expiry()
             await mine.update(
@@ -592,20 +736,27 @@ class TusServer:
                 code="invalid_header",
             ) from None
 
-    async def _complete(self, upload: Upload, token: str, sha256: str | None) -> None:
+    async def _complete(
+        self, upload: Upload, token: str, sha256: str | None,
+        checked: list[images.ImageRefused | None],
+    ) -> None:
         """All bytes are in (and on disk): check the content, so that the client
         hears about a bad file now, then in one transaction mark the upload
         complete and queue its processing (a durable job).  ``sha256`` is the
-        file's hash when this request wrote all of it.
+        file's hash when this request wrote all of it; ``checked`` the
+        outcome of the check when it ran already (while the bytes were synced).
 
         A crash before the transaction leaves the upload receiving, at most at
         ``length - 1`` (see ``keep_lease``): the client sends the end again.
         """
         try:
-            await to_thread.run_sync(
-                _check_content, self.storage, upload.storage_key,
-                upload.declared_sha256, sha256, self.settings.max_image_pixels,
-            )
+            if not checked:
+                await to_thread.run_sync(
+                    _check_content, self.storage, upload.storage_key,
+                    upload.declared_sha256, sha256, self.settings.max_image_pixels,
+                )
+            elif checked[0] is not None:
+                raise checked[0]
         except images.ImageRefused as refused:
             await photos.mark_failed(upload.id, refused.code, self.storage)
             if refused.code == "sha256_mismatch":
@@ -613,19 +764,50 @@ class TusServer:
                     refused.message, code="sha256_mismatch"
                 ) from None
             raise errors.InvalidPhoto(refused.message, details={"reason": refused.code}) from None
-        async with in_transaction() as conn:
-            done = await Upload.filter(id=upload.id, lock_token=token).using_db(conn).update(
-                offset=upload.length, state=UploadStatus.COMPLETE,
-                locked_until=0, lock_token=None,
+        conn = Upload._meta.db
+        upload_id, length, photo_id = upload.id, upload.length, upload.photo_id  # type: ignore[attr-defined]
+
+        def steps() -> Steps[None]:
+            p = functools.partial(placeholder, conn)
+            rows = yield (
+                f'UPDATE "uploads" SET "offset" = {p(1)}, "state" = {p(2)}, "locked_until" = 0,'
+                f' "lock_token" = NULL WHERE "id" = {p(3)} AND "lock_token" = {p(4)}'
+                ' RETURNING "id"',
+                [length, UploadStatus.COMPLETE.value, upload_id, token],
             )
-            if not done:
+            if not rows:
                 raise errors.Locked("The write lease ran out: resume the upload.")
-            seq = await next_seq(conn)
-            await Photo.filter(id=upload.photo_id).using_db(conn).update(  # type: ignore[attr-defined]
-                upload_state=UploadState.PROCESSING, updated_seq=seq
+            seq = yield from next_seq_steps()
+            yield (
+                f'UPDATE "photos" SET "upload_state" = {p(1)}, "updated_seq" = {p(2)}'
+                f' WHERE "id" = {p(3)}',
+                [UploadState.PROCESSING.value, seq, photo_id],
             )
-            await jobs.enqueue(photos.JOB_KIND, {"upload_id": upload.id}, using_db=conn)
+            yield jobs.enqueue_step(conn, photos.JOB_KIND, {"upload_id": upload_id})
+
+        await run_steps(conn, steps())
         self.notify()
+
+
+async def _take_lease(upload_id: str, user_id: int, offset: int, token: str) -> Upload | None:
+    """The user's upload, receiving at ``offset`` with its write lease free,
+    leased to ``token`` in one statement; None when there is no such upload."""
+    conn = Upload._meta.db
+    p = functools.partial(placeholder, conn)
+    now = jobs.now_ms()
+
+    def steps() -> Steps[list[dict[str, Any]]]:
+        return (yield (
+            f'UPDATE "uploads" SET "locked_until" = {p(1)}, "lock_token" = {p(2)}'
+            f' WHERE "id" = {p(3)} AND "user_id" = {p(4)} AND "state" = {p(5)}'
+            f' AND "offset" = {p(6)} AND ("locked_until" < {p(7)} OR "lock_token" IS NULL)'
+            " RETURNING *",
+            [now + LEASE_MS, token, upload_id, user_id, UploadStatus.RECEIVING.value, offset, now],
+        ))
+
+    # Unsynced: a lease need not outlive a power cut (its holder would not).
+    rows = await run_steps(conn, steps(), synced=False)
+    return Upload._init_from_db(**rows[0]) if rows else None
 
 
 def _check_content(

@@ -21,13 +21,16 @@ Contract of :meth:`SyncClient.sync` (pull, then push):
    the local record, local changes included (the server's tombstone wins).
    ``full_resync`` drops every synced local record first (local changes stay).
 2. Push the outbox in batches (default 500), observations before photos,
-   with ``last_pulled_at``.  A record becomes ``synced`` only when the server
-   says ``applied`` or ``unchanged`` *and* it was not edited locally while the
-   push was in flight.  A ``conflict`` merges the ``server_record`` into the
-   local record (the same per-column merge) and leaves it in the outbox for
-   the next sync.  ``deleted`` (another device deleted it) drops the local
-   record.  Any other rejection is kept with its code (:meth:`rejections`)
-   and the record is not pushed again until it is edited.
+   with ``last_pulled_at`` and ``push_count`` (a stored counter, taken anew
+   for each batch and the same on its retries, so a late copy of an older
+   push can never overwrite a newer one).  A record becomes ``synced`` only
+   when the server says ``applied`` or ``unchanged`` *and* it was not edited
+   locally while the push was in flight.  A ``conflict`` (or ``superseded``)
+   merges the ``server_record`` into the local record (the same per-column
+   merge) and leaves it in the outbox for the next sync.  ``deleted``
+   (another device deleted it) drops the local record.  Any other rejection
+   is kept with its code (:meth:`rejections`) and the record is not pushed
+   again until it is edited.
 
 Every request is safe to repeat (the server makes a replay change nothing),
 so network errors, 5xx and 429 are retried with exponential backoff and full
@@ -158,6 +161,7 @@ class PushReport:
     applied: int = 0
     unchanged: int = 0
     conflicts: int = 0  # merged with the server's version, pushed again next sync
+    superseded: int = 0  # the same, for a push older than one of this device's own
     discarded: int = 0  # rejected as deleted on the server: dropped locally
     rejected: list[Rejected] = field(default_factory=list)
 
@@ -198,7 +202,9 @@ class SyncClient:
     ``transport`` is any httpx async transport (``httpx.ASGITransport`` on the
     app in tests, a fault-injecting wrapper, or the default network one).
     ``sleep`` and ``rng`` are injectable so tests of the backoff are fast and
-    deterministic.  Use as ``async with SyncClient(...) as device:``.
+    deterministic.  ``send_push_count=False`` leaves out the optional
+    ``push_count`` (as a plain WatermelonDB ``pushChanges`` does).  Use as
+    ``async with SyncClient(...) as device:``.
     """
 
     def __init__(
@@ -216,6 +222,7 @@ class SyncClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
         timeout: float = 30.0,
+        send_push_count: bool = True,
     ) -> None:
         self.base_url = base_url
         self.token = token
@@ -230,6 +237,7 @@ class SyncClient:
         self.device_id = ""
         self._transport = transport
         self._timeout = timeout
+        self.send_push_count = send_push_count
         self._http: httpx.AsyncClient | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -348,6 +356,9 @@ class SyncClient:
                     section[status].append(data)
             cursor = await self.cursor()
             params = {} if cursor is None else {"last_pulled_at": str(cursor)}
+            if self.send_push_count:
+                # Stored before sending: a number is never reused for other content.
+                params["push_count"] = str(await self._run(self._next_push_count))
             body = await self._request("POST", PUSH_PATH, params=params,
                                        json={"changes": changes})
             revs = {(t, rid): rev for t, rid, _s, _d, rev in batch}
@@ -414,6 +425,12 @@ class SyncClient:
         else:
             self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
                              "DO UPDATE SET value = excluded.value", (key, value))
+
+    def _next_push_count(self) -> int:
+        with _transaction(self._db):
+            count = int(self._meta_get("push_count") or 0) + 1
+            self._meta_set("push_count", str(count))
+        return count
 
     def _row(self, table: str, rid: str) -> tuple[dict[str, Any], str, set[str], int] | None:
         row = self._db.execute(
@@ -560,8 +577,11 @@ class SyncClient:
                         self._write(table, data, SYNCED, (), rev)
                         self._db.execute("DELETE FROM rejections WHERE tbl = ? AND id = ?",
                                          (table, rid))
-                    elif code == "conflict" and item.get("server_record"):
-                        report.conflicts += 1
+                    elif code in ("conflict", "superseded") and item.get("server_record"):
+                        if code == "conflict":
+                            report.conflicts += 1
+                        else:
+                            report.superseded += 1
                         if status != DELETED:
                             merged = _merge(item["server_record"], data, changed)
                             self._write(table, merged, UPDATED, changed, rev)

@@ -6,6 +6,10 @@ The rules (DESIGN.md, "Sync protocol"):
 - server-owned columns in a push are ignored;
 - a conflict is a change of client-owned values by *another* device after the
   pushing client's last pull: rejected with the server's version;
+- a late copy of an older push of the *same* device is superseded: each record
+  keeps the stamp ``(last_pulled_at, push_count)`` of the push that wrote its
+  client-owned values, and a push of that device with a lower stamp does not
+  overwrite it (a delayed original arriving after its retry and a newer edit);
 - one bad record is rejected alone, with a code and a message; the rest of the
   batch applies.  The caller runs this inside one transaction.
 """
@@ -24,7 +28,7 @@ from sync.records import (
     check_schema,
     same_content,
 )
-from sync.store import PushStore, ReferenceData, StoredRecord, Write
+from sync.store import PushStore, ReferenceData, StoredRecord, Wanted, Write
 
 APPLIED = "applied"
 UNCHANGED = "unchanged"
@@ -93,7 +97,13 @@ async def push(
     last_pulled_at: int | None,
     changes: dict[str, dict[str, list[Any]]],
     now: datetime,
+    push_count: int | None = None,
+    nul_free: bool = False,
 ) -> PushResult:
+    """``push_count``: the device's optional counter of pushes (the same on every
+    retry of one push, higher for each new one).  ``nul_free``: the caller knows
+    that no text in ``changes`` holds a NUL character (e.g. the JSON body has no
+    ``\\u0000`` escape), so records are not searched for one."""
     result = PushResult()
     for table in changes:
         if table not in TABLES:
@@ -104,14 +114,33 @@ async def push(
             for rid in _ids(changes[table]):
                 result.add(table, _reject(rid, Rejection.READ_ONLY_TABLE,
                                           f"{table} is reference data: devices cannot change it."))
-    reference = await store.reference(user_id)
+    reference = await store.reference(user_id, _wanted(changes.get("observations", {})))
     for table in ORDER:
         if table in changes:
             await _push_table(
                 store, result, reference, table, changes[table], user_id=user_id,
-                device=device, since=last_pulled_at or 0, now=now,
+                device=device, stamp=(last_pulled_at or 0, push_count or 0), now=now,
+                nul_free=nul_free,
             )
     return result
+
+
+def _wanted(section: dict[str, list[Any]]) -> Wanted:
+    """The reference ids the observations name, as ``canonical_observation``
+    reads them (records that fail their checks may add ids that are never used)."""
+    found: dict[str, set[int]] = {"project_id": set(), "taxon_id": set(), "phenophase_id": set()}
+    for raw in (*section.get("created", []), *section.get("updated", [])):
+        if not isinstance(raw, dict):
+            continue
+        for key, ids in found.items():
+            value: Any = raw.get(key)
+            if type(value) in (str, int, float):  # "7", 7 and 7.0 are valid ids
+                try:
+                    ids.add(int(value))
+                except (ValueError, OverflowError):
+                    pass
+    return Wanted(frozenset(found["project_id"]), frozenset(found["taxon_id"]),
+                  frozenset(found["phenophase_id"]))
 
 
 def _ids(section: dict[str, list[Any]]) -> list[str]:
@@ -128,8 +157,8 @@ def _reject(rid: Any, code: Rejection, message: str, details: Any = None,
 
 async def _push_table(
     store: PushStore, result: PushResult, reference: ReferenceData, table: str,
-    section: dict[str, list[Any]], *, user_id: int, device: str | None, since: int,
-    now: datetime,
+    section: dict[str, list[Any]], *, user_id: int, device: str | None,
+    stamp: tuple[int, int], now: datetime, nul_free: bool,
 ) -> None:
     writes: list[tuple[str, dict[str, Any]]] = []
     deletes: list[str] = []
@@ -150,7 +179,7 @@ async def _push_table(
     for raw in raws:
         rid = raw.get("id")
         try:
-            check_schema(table, raw)
+            check_schema(table, raw, nul_free=nul_free)
             if rid in seen:
                 raise RecordRejected(Rejection.INVALID_RECORD,
                                      f"The id {rid} appears twice in this push.")
@@ -159,7 +188,7 @@ async def _push_table(
         except RecordRejected as rejected:
             result.add(table, _reject(rid, rejected.code, rejected.message, rejected.details))
             continue
-        outcome = _decide(stored.get(rid), values, user_id=user_id, device=device, since=since)
+        outcome = _decide(stored.get(rid), values, user_id=user_id, device=device, stamp=stamp)
         if outcome is None:
             writes.append((rid, values))
         else:
@@ -181,7 +210,7 @@ async def _push_table(
     seq = await store.reserve_seqs(count)
     batch = [Write(rid, values, seq + i, rid not in stored)
              for i, (rid, values) in enumerate(writes)]
-    await store.save_many(table, user_id, device, batch)
+    await store.save_many(table, user_id, device, batch, stamp=stamp)
     for write in batch:
         result.add(table, RecordResult(write.id, APPLIED))
     seq += len(batch)
@@ -191,8 +220,9 @@ async def _push_table(
 
 
 def _decide(current: StoredRecord | None, values: dict[str, Any], *, user_id: int,
-            device: str | None, since: int) -> RecordResult | None:
-    """None means "write it"; otherwise the record's result."""
+            device: str | None, stamp: tuple[int, int]) -> RecordResult | None:
+    """None means "write it"; otherwise the record's result.  ``stamp`` is the
+    push's ``(last_pulled_at, push_count)``."""
     if current is None:
         return None
     rid = current.id
@@ -205,10 +235,18 @@ def _decide(current: StoredRecord | None, values: dict[str, Any], *, user_id: in
                        "This record was deleted on another device: discard it or create a copy.")
     if same_content(current.values, values):
         return RecordResult(rid, UNCHANGED)
-    changed_elsewhere = current.client_changed_seq > since and (
-        device is None or current.client_changed_device != device
-    )
-    if changed_elsewhere:
+    own = device is not None and current.client_changed_device == device
+    if own and stamp < current.client_changed_stamp:
+        # This device wrote the record from a later push (a later pull, or the
+        # same pull and a higher push_count): this is an older push delivered
+        # late, and its values are older than the device's own newer ones.
+        return _reject(
+            rid, Rejection.SUPERSEDED,
+            "This device changed this record in a later push already: this push is "
+            "older (a late delivery), so it changes nothing.",
+            server_record=current.wire,
+        )
+    if current.client_changed_seq > stamp[0] and not own:  # changed elsewhere
         return _reject(
             rid, Rejection.CONFLICT,
             "Another device changed this record after your last pull: merge the server's "

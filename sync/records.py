@@ -64,12 +64,14 @@ def _ms(value: Any) -> datetime | None:
         return None
 
 
-def check_schema(table: str, raw: Any) -> None:
+def check_schema(table: str, raw: Any, *, nul_free: bool = False) -> None:
+    """Reject a record that breaks its JSON Schema or holds a NUL character;
+    ``nul_free``: the caller knows no text of the batch holds one."""
     found = messages.problems(RECORD_SCHEMAS[table], raw)
     if found:
         code = Rejection.INVALID_ID if found[0]["path"] == "/id" else Rejection.INVALID_RECORD
         raise RecordRejected(code, f"{found[0]['path']}: {found[0]['message']}", found)
-    if messages.holds_nul(raw):
+    if not nul_free and messages.holds_nul(raw):
         raise RecordRejected(Rejection.INVALID_RECORD,
                              "A text of this record holds a NUL character (\\u0000).")
 

@@ -27,12 +27,22 @@ class PhenophaseRef:
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """What a record is validated against, loaded once per push."""
+    """What a record is validated against, loaded once per push: the
+    projects, taxa and phenophases the batch names (``Wanted``)."""
 
     projects: dict[int, ProjectRef]
     taxa: dict[int, str]  # taxon id -> taxon group
     phenophases: dict[int, PhenophaseRef]
     memberships: frozenset[int]  # project ids the pushing user belongs to
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The reference ids a batch names (``ReferenceData`` holds no others)."""
+
+    projects: frozenset[int]
+    taxa: frozenset[int]
+    phenophases: frozenset[int]
 
 
 @dataclass
@@ -46,6 +56,9 @@ class StoredRecord:
     client_changed_device: str | None
     is_deleted: bool
     wire: dict[str, Any] = field(default_factory=dict)  # as a pull would send it
+    # The push that wrote the client-owned values: (its last_pulled_at, the
+    # device's push_count or 0).  See ``sync.push.PushStamp``.
+    client_changed_stamp: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -57,7 +70,9 @@ class Write:
 
 
 class PushStore(Protocol):
-    async def reference(self, user_id: int) -> ReferenceData: ...
+    async def reference(self, user_id: int, wanted: Wanted) -> ReferenceData:
+        """The live projects, taxa and phenophases among ``wanted``."""
+        ...
 
     async def load(self, table: str, ids: list[str]) -> dict[str, StoredRecord]: ...
 
@@ -66,9 +81,11 @@ class PushStore(Protocol):
         ...
 
     async def save_many(
-        self, table: str, user_id: int, device: str | None, writes: list[Write]
+        self, table: str, user_id: int, device: str | None, writes: list[Write],
+        *, stamp: tuple[int, int] = (0, 0),
     ) -> None:
-        """Write records (creates in one statement; updates keep server-owned columns)."""
+        """Write records (creates in one statement; updates keep server-owned columns);
+        ``stamp`` is the push's (last_pulled_at, push_count), kept per record."""
         ...
 
     async def delete_many(self, table: str, record_ids: list[str], *, first_seq: int) -> None:

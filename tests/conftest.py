@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from tortoise import context as tortoise_context
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from server.app import create_app
+from server.database import Database
 from server.settings import Settings
 from tests.s3server import S3Server, start_s3_server
 
@@ -39,11 +41,34 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database with every migration applied, made once per
+    session: a test that needs a fresh one copies the file (``copy_sqlite``)
+    rather than running the migrations again (about 1.5 s of CPU each;
+    tests/server/test_database.py runs them from scratch)."""
+    path = tmp_path_factory.mktemp("template") / "migrated.sqlite3"
+    database = Database(f"sqlite://{path}")
+    await database.open()
+    try:
+        await database.migrate()
+    finally:
+        await database.close()  # the last connection: the WAL is checkpointed into the file
+    return path
+
+
+def copy_sqlite(template: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, target)
+    return target
+
+
+@pytest.fixture(scope="session")
 async def database_url(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
 ) -> AsyncIterator[str]:
     if backend == "sqlite":
-        yield f"sqlite://{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+        path = copy_sqlite(sqlite_template, tmp_path_factory.mktemp("db") / "test.sqlite3")
+        yield f"sqlite://{path}"
         return
     # One fresh database per session: parallel runs never share state.
     name = f"phenosync_test_{os.getpid()}_{secrets.token_hex(3)}"

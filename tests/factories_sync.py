@@ -71,9 +71,12 @@ class Device:
         """A second installation of the same user (same token, own id and cursor)."""
         return Device(self.client, self.token)
 
-    async def push(self, changes: dict[str, Any], *, cursor: Any = "own") -> httpx.Response:
+    async def push(self, changes: dict[str, Any], *, cursor: Any = "own",
+                   push_count: int | None = None) -> httpx.Response:
         last = self.cursor if cursor == "own" else cursor
         params = {} if last is None else {"last_pulled_at": str(last)}
+        if push_count is not None:
+            params["push_count"] = str(push_count)
         return await self.client.post(
             "/api/v1/sync/push", params=params, json={"changes": changes},
             headers={**auth(self.token), "X-Device-Id": self.device_id},

@@ -23,7 +23,7 @@ deterministic way to interleave two devices.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,12 +61,16 @@ class FaultyTransport(httpx.AsyncBaseTransport):
     def before(self, on: str, action: Callable[[], Awaitable[Any]]) -> None:
         self.plans.append(_Plan(on, before=action))
 
-    async def release(self) -> list[httpx.Response]:
-        """Deliver the held requests now, oldest first; their responses go nowhere."""
+    async def release(self, order: Sequence[int] | None = None) -> list[httpx.Response]:
+        """Deliver the held requests now, oldest first or in ``order`` (a
+        permutation of their indexes); their responses go nowhere.  The
+        responses come back in delivery order."""
         held, self.held = self.held, []
+        order = range(len(held)) if order is None else order
+        assert sorted(order) == list(range(len(held))), "order must be a permutation"
         responses = []
-        for request in held:
-            responses.append(await self._deliver(request))
+        for n in order:
+            responses.append(await self._deliver(held[n]))
         return responses
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -66,6 +66,11 @@ class Observation(Synced, Model):
     # the pushing client's last pull.  Reviewer changes do not move these.
     client_changed_seq = fields.BigIntField(default=0)
     client_changed_device = fields.CharField(max_length=64, null=True)
+    # The push that wrote the client-owned fields: its last_pulled_at and the
+    # device's optional push_count (null: before migration 0008 or not sent).
+    # An older push of the same device is superseded (docs/sync-protocol.md).
+    client_changed_pulled_at = fields.BigIntField(null=True)
+    client_changed_push = fields.BigIntField(null=True)
     # Device clocks, kept as data, never used for ordering.
     client_created_at = fields.DatetimeField(null=True)
     client_updated_at = fields.DatetimeField(null=True)
@@ -79,8 +84,9 @@ class Observation(Synced, Model):
             # Releases read observations in time order, page by page.
             ("observed_at", "id"),
             # The conflicting_status check: one observer's records of a taxon,
-            # phenophase and status near a time.
-            ("user_id", "taxon_id", "phenophase_id", "status", "observed_at"),
+            # phenophase and status near a time, and near a latitude (read from
+            # the index, so records elsewhere cost no row lookup).
+            ("user_id", "taxon_id", "phenophase_id", "status", "observed_at", "latitude"),
             # The out_of_season sample: the newest verified "yes" records of a
             # taxon and phenophase, without walking the others.
             ("review_status", "taxon_id", "phenophase_id", "status", "observed_at"),

@@ -45,16 +45,49 @@ def _encoders(model: type[Model], columns: Sequence[str]) -> list[Any]:
     return out
 
 
-def _values(model: type[Model], columns: Sequence[str],
-            rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-    encoders = _encoders(model, columns)
-    if not any(encoders):
-        return [[row[c] for c in columns] for row in rows]
-    return [
-        [row[c] if enc is None else enc.to_db_value(row[c], model)
-         for c, enc in zip(columns, encoders, strict=True)]
-        for row in rows
-    ]
+def _json_column(model: type[Model], field: JSONField, values: Sequence[Any]) -> list[Any]:
+    if field.validators:
+        return [field.to_db_value(v, model) for v in values]
+    # ``to_db_value`` without its checks for values it would pass to the encoder.
+    return [field.encoder(v) if v is not None and not isinstance(v, (str, bytes))
+            else field.to_db_value(v, model) for v in values]
+
+
+def _sqlite_datetimes(values: Sequence[Any]) -> list[Any]:
+    """Timestamps as the SQLite backend stores them (its adapter writes
+    ``isoformat(" ")``), formatted here: a callback from C per value costs
+    more, and a batch's rows often share one object (its ``now``), formatted
+    once."""
+    out = []
+    last: Any = None
+    text: Any = None
+    for v in values:
+        if v is not last:
+            last = v
+            text = v.isoformat(" ") if type(v) is datetime else v
+        out.append(text)
+    return out
+
+
+def _values(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str],
+            rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The parameter rows (tuples: both drivers take any sequence), converted
+    column by column."""
+    sqlite = conn.capabilities.dialect == "sqlite"
+    out = []
+    for column, enc in zip(columns, _encoders(model, columns), strict=True):
+        values = [row[column] for row in rows]
+        if enc is not None:
+            values = _json_column(model, enc, values)
+        elif sqlite and datetime in set(map(type, values)):
+            values = _sqlite_datetimes(values)
+        out.append(values)
+    return list(zip(*out, strict=True))
+
+
+def _insert_sql(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str]) -> str:
+    return (f'INSERT INTO "{model._meta.db_table}" (' + ", ".join(f'"{c}"' for c in columns)
+            + f") VALUES ({placeholders(conn, len(columns))})")
 
 
 async def insert_many(conn: BaseDBAsyncClient, model: type[Model],
@@ -63,9 +96,14 @@ async def insert_many(conn: BaseDBAsyncClient, model: type[Model],
     if not rows:
         return
     columns = list(rows[0])
-    sql = (f'INSERT INTO "{model._meta.db_table}" (' + ", ".join(f'"{c}"' for c in columns)
-           + f") VALUES ({placeholders(conn, len(columns))})")
-    await conn.execute_many(sql, _values(model, columns, rows))
+    await conn.execute_many(_insert_sql(conn, model, columns), _values(conn, model, columns, rows))
+
+
+def insert_statement(conn: BaseDBAsyncClient, model: type[Model],
+                     row: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The INSERT of one row, as SQL and values (a step of ``database.run_steps``)."""
+    columns = list(row)
+    return _insert_sql(conn, model, columns), list(_values(conn, model, columns, [row])[0])
 
 
 async def update_many(conn: BaseDBAsyncClient, model: type[Model], key: str,
@@ -80,7 +118,7 @@ async def update_many(conn: BaseDBAsyncClient, model: type[Model], key: str,
         sets.append(extra)
     sql = (f'UPDATE "{model._meta.db_table}" SET ' + ", ".join(sets)
            + f' WHERE "{key}" = {placeholder(conn, len(columns) + 1)}')
-    await conn.execute_many(sql, _values(model, [*columns, key], rows))
+    await conn.execute_many(sql, _values(conn, model, [*columns, key], rows))
 
 
 async def delete_in(conn: BaseDBAsyncClient, model: type[Model], column: str,
@@ -94,10 +132,12 @@ async def delete_in(conn: BaseDBAsyncClient, model: type[Model], column: str,
 
 
 async def select_in(conn: BaseDBAsyncClient, columns: str, table: str, column: str,
-                    values: Sequence[Any], where: str = "") -> list[dict[str, Any]]:
-    """Plain rows of ``table`` whose ``column`` is one of ``values``."""
+                    values: Sequence[Any], where: str = "", *,
+                    extra: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Plain rows of ``table`` whose ``column`` is one of ``values``; ``where``
+    may add a condition whose parameters (``extra``) follow the values."""
     if not values:
         return []
     sql = (f"SELECT {columns} FROM {table} WHERE {column} IN ("
            + placeholders(conn, len(values)) + ")" + (f" AND {where}" if where else ""))
-    return await conn.execute_query_dict(sql, list(values))
+    return await conn.execute_query_dict(sql, [*values, *extra])

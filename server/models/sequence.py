@@ -10,6 +10,9 @@ cursor is this number and never a clock (DESIGN.md, "Sync protocol").
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 from tortoise import fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
@@ -25,22 +28,37 @@ class SyncCounter(Model):
         table = "sync_counter"
 
 
+# Placeholders differ per dialect; the values are integers we control.
+def _advance_sql(count: int) -> str:
+    return (f"UPDATE sync_counter SET value = value + {int(count)} "
+            f"WHERE id = {COUNTER_ID} RETURNING value")
+
+
+_CREATE_SQL = (
+    f"INSERT INTO sync_counter (id, value) VALUES ({COUNTER_ID}, 0) ON CONFLICT (id) DO NOTHING"
+)
+
+
 async def next_seq(connection: BaseDBAsyncClient, count: int = 1) -> int:
     """Reserve ``count`` numbers and return the last; call inside a transaction.
 
     The first call on an empty database creates the counter row.
     """
-    # Placeholders differ per dialect; the values are integers we control.
-    rows = await connection.execute_query_dict(
-        f"UPDATE sync_counter SET value = value + {int(count)} "
-        f"WHERE id = {COUNTER_ID} RETURNING value"
-    )
+    rows = await connection.execute_query_dict(_advance_sql(count))
     if rows:
         return int(rows[0]["value"])
-    await connection.execute_query(
-        f"INSERT INTO sync_counter (id, value) VALUES ({COUNTER_ID}, 0) ON CONFLICT (id) DO NOTHING"
-    )
+    await connection.execute_query(_CREATE_SQL)
     return await next_seq(connection, count)
+
+
+def next_seq_steps(count: int = 1) -> Generator[tuple[str, list[Any]], list[dict[str, Any]], int]:
+    """``next_seq`` as steps of a ``database.run_steps`` transaction
+    (``seq = yield from next_seq_steps()``)."""
+    rows = yield _advance_sql(count), []
+    if not rows:
+        yield _CREATE_SQL, []
+        rows = yield _advance_sql(count), []
+    return int(rows[0]["value"])
 
 
 async def current_seq(connection: BaseDBAsyncClient) -> int:

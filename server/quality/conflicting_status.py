@@ -44,48 +44,53 @@ def _window(day: date, tz: Any) -> tuple[datetime, datetime]:
     return start - timedelta(days=1), start + timedelta(days=2)
 
 
-def _box(subjects: list[Subject]) -> tuple[float, float, float, float]:
-    """Latitudes and longitudes around the subjects that hold every point
-    within SAME_PLACE_M of one of them."""
-    lat0 = min(s.latitude for s in subjects) - _LAT_MARGIN
-    lat1 = max(s.latitude for s in subjects) + _LAT_MARGIN
+def _box(obs: Subject) -> tuple[float, float, float, float]:
+    """Latitudes and longitudes around a record that hold every point within
+    SAME_PLACE_M of it."""
+    lat0, lat1 = obs.latitude - _LAT_MARGIN, obs.latitude + _LAT_MARGIN
     reach = max(abs(lat0), abs(lat1))
     lon0, lon1 = -1000.0, 1000.0
     if reach < 89.0:
         margin = _LAT_MARGIN / math.cos(math.radians(reach))
-        west = min(s.longitude for s in subjects) - margin
-        east = max(s.longitude for s in subjects) + margin
+        west, east = obs.longitude - margin, obs.longitude + margin
         if -180.0 < west and east < 180.0:
             lon0, lon1 = west, east
     return lat0, lat1, lon0, lon1
 
 
 async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
-    """One query for the batch: the stored records of the opposite status on
-    the subjects' local days near them (one row of the query per observer,
-    taxon, phenophase, status and day).  Records of the batch itself are
-    matched in memory (their stored version may be older than the one
-    being checked)."""
+    """One query for the batch: for each record, the stored records of the
+    opposite status of the same observer, taxon and phenophase in the hours
+    that may be its local day and in a small box around it.  The index on
+    (observer, taxon, phenophase, status, observed_at, latitude) finds them
+    without reading other rows: one observer's records of a species on
+    nearby days, elsewhere, are skipped in the index.  Records of the batch
+    itself are matched in memory (their stored version may be older than
+    the one being checked)."""
+    checked = [s for s in subjects if s.status != Status.UNKNOWN]
     groups: dict[tuple[Any, ...], list[Subject]] = defaultdict(list)
-    for s in subjects:
-        if s.status != Status.UNKNOWN:
-            groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), _day(s))].append(s)
+    days: dict[str, date] = {}
+    windows: dict[tuple[date, Any], tuple[datetime, datetime]] = {}
+    for s in checked:
+        day = days[s.id] = _day(s)
+        groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), day)].append(s)
     batch = {s.id for s in subjects}
     postgres = ctx.conn.capabilities.dialect == "postgres"
     # PostgreSQL types the VALUES columns from the first row's casts.
-    casts = ("::int", "::int", "::int", "::varchar", "::date", "::timestamptz",
+    casts = ("::int", "::int", "::int", "::int", "::varchar", "::timestamptz",
              "::timestamptz", "::float8", "::float8", "::float8", "::float8")
-    keys = list(groups)
-    found: dict[tuple[Any, ...], list[Other]] = defaultdict(list)
-    for first in range(0, len(keys), _CHUNK):
-        chunk = keys[first:first + _CHUNK]
+    width = len(casts)
+    found: dict[str, list[Other]] = defaultdict(list)
+    for first in range(0, len(checked), _CHUNK):
+        chunk = checked[first:first + _CHUNK]
         values: list[Any] = []
-        for user_id, taxon_id, phenophase_id, status, day in chunk:
-            members = groups[(user_id, taxon_id, phenophase_id, status, day)]
-            values += [user_id, taxon_id, phenophase_id, _opposite(status),
-                       day if postgres else day.isoformat(),
-                       *_window(day, members[0].observed_at.tzinfo), *_box(members)]
-        width = len(casts)
+        for n, s in enumerate(chunk, first):
+            tz = s.observed_at.tzinfo
+            window = windows.get((days[s.id], tz))
+            if window is None:
+                window = windows[(days[s.id], tz)] = _window(days[s.id], tz)
+            values += [n, s.user_id, s.taxon_id, s.phenophase_id, _opposite(str(s.status)),
+                       *window, *_box(s)]
         if postgres:
             rows = ", ".join(
                 "(" + ", ".join(f"${i * width + j + 1}{casts[j] if i == 0 else ''}"
@@ -106,21 +111,19 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
         columns = ("o.id, o.status, o.observed_at, o.observed_utc_offset_min, o.latitude, "
                    "o.longitude")
         if postgres:
-            # One index probe per row of b (observations' user, taxon, phenophase,
-            # status, observed_at index).  As a plain join, PostgreSQL hashes on
-            # the equal columns, which one observer's records of a species all
-            # share, and compares every stored record with every row of b.
+            # One index probe per row of b.  As a plain join, PostgreSQL hashes
+            # on the equal columns, which one observer's records of a species
+            # all share, and compares every stored record with every row of b.
             # OFFSET 0 keeps the subquery from being flattened into that join.
             source = (f"b CROSS JOIN LATERAL (SELECT {columns} FROM observations o "
                       f"WHERE {match} OFFSET 0) o")
         else:
             source = f"b JOIN observations o ON {match}"
         sql = (
-            "WITH b (user_id, taxon_id, phenophase_id, status, day, t0, t1, lat0, lat1, "
+            "WITH b (n, user_id, taxon_id, phenophase_id, status, t0, t1, lat0, lat1, "
             f"lon0, lon1) AS (VALUES {rows}) "
-            "SELECT b.user_id AS k_user, b.taxon_id AS k_taxon, b.phenophase_id AS k_phase, "
-            "b.status AS k_status, b.day AS k_day, o.id, o.status, o.observed_at, "
-            f"o.observed_utc_offset_min, o.latitude, o.longitude FROM {source}"
+            "SELECT b.n AS k_n, o.id, o.status, o.observed_at, o.observed_utc_offset_min, "
+            f"o.latitude, o.longitude FROM {source}"
         )
         for r in await ctx.conn.execute_query_dict(sql, values):
             if r["id"] in batch:
@@ -130,16 +133,13 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
                 observed = datetime.fromisoformat(str(observed))
             other = Other(r["id"], str(r["status"]), observed, int(r["observed_utc_offset_min"]),
                           float(r["latitude"]), float(r["longitude"]))
-            day = r["k_day"] if isinstance(r["k_day"], date) else date.fromisoformat(r["k_day"])
-            if _day(other) == day:
-                found[(int(r["k_user"]), int(r["k_taxon"]), int(r["k_phase"]),
-                       str(r["k_status"]), day)].append(other)
+            s = checked[int(r["k_n"])]
+            if _day(other) == days[s.id]:
+                found[s.id].append(other)
     for (user_id, taxon_id, phenophase_id, status, day), members in groups.items():
-        wanted = _opposite(status)
-        stored = found.get((user_id, taxon_id, phenophase_id, wanted, day), [])
-        same_day = groups.get((user_id, taxon_id, phenophase_id, wanted, day), [])
+        same_day = groups.get((user_id, taxon_id, phenophase_id, _opposite(status), day), [])
         for s in members:
-            ctx.status_candidates[s.id] = [*stored, *same_day]
+            ctx.status_candidates[s.id] = [*found.get(s.id, ()), *same_day]
 
 
 def run(obs: Subject, ctx: CheckContext) -> Finding | None:

@@ -25,6 +25,7 @@ from server.models.rows import (
     as_datetime,
     delete_in,
     insert_many,
+    placeholder,
     select_in,
     update_many,
 )
@@ -69,15 +70,32 @@ class References:
 
     @classmethod
     async def load(cls, conn: BaseDBAsyncClient, project_ids: Iterable[int],
-                   taxon_ids: Iterable[int], phenophase_ids: Iterable[int]) -> References:
+                   taxon_ids: Iterable[int], phenophase_ids: Iterable[int], *,
+                   live: bool = False) -> References:
+        """The rows of these ids (``live``: only those not deleted), as model
+        instances built from plain rows: no query builder (a sync push
+        loads them for every batch)."""
         async def by_id(model: Any, ids: Iterable[int]) -> dict[int, Any]:
-            wanted = sorted(set(ids))
-            if not wanted:
-                return {}
-            return {r.id: r for r in await model.filter(id__in=wanted).using_db(conn)}
+            return {r.id: r for r in await plain_models(conn, model, ids, live=live)}
 
         return cls(await by_id(Project, project_ids), await by_id(Taxon, taxon_ids),
                    await by_id(Phenophase, phenophase_ids))
+
+
+async def plain_models(conn: BaseDBAsyncClient, model: Any, ids: Iterable[int], *,
+                       live: bool = False) -> list[Any]:
+    """Instances of ``model`` by primary key from ``SELECT *`` rows (the ORM's
+    own row-to-instance step).  Ids outside the key's type (an INTEGER on
+    PostgreSQL) cannot be stored: they are left out, not sent to the database."""
+    bounds = model._meta.pk.constraints
+    low, high = bounds.get("ge", -(2**63)), bounds.get("le", 2**63 - 1)
+    wanted = sorted({i for i in ids if low <= i <= high})
+    if not wanted:
+        return []
+    where = f"is_deleted = {placeholder(conn, len(wanted) + 1)}" if live else ""
+    rows = await select_in(conn, "*", f'"{model._meta.db_table}"', "id", wanted, where,
+                           extra=[False] if live else [])
+    return [model._init_from_db(**r) for r in rows]
 
 
 async def run_checks(
@@ -156,25 +174,29 @@ async def evaluate(subjects: list[Subject], conn: BaseDBAsyncClient, *, now: dat
                                 "quality_flags", "observation_id",
                                 [s.id for s in subjects if s.id not in new]):
         existing.setdefault(flag["observation_id"], {})[flag["code"]] = flag
+    runs = [check.run for check in CHECKS if check.run is not None]
     outcomes = []
     for s in subjects:
         findings: dict[str, Finding] = {}
-        for check in CHECKS:
-            assert check.run is not None
-            found = check.run(s, ctx)
+        for run in runs:
+            found = run(s, ctx)
             if found is not None:
                 findings[found.code] = found
-        current = existing.get(s.id, {})
-        gone = [int(f["id"]) for code, f in current.items()
-                if code in OWN_CODES and code not in findings]
-        added = [f for code, f in findings.items() if code not in current]
-        reworded = [
-            (int(current[code]["id"]), f) for code, f in findings.items()
-            if code in current
-            and (current[code]["message"], _details(current[code]["details"]))
-            != (f.message, f.details)
-        ]
-        codes = sorted((set(current) - OWN_CODES) | set(findings))
+        current = existing.get(s.id)
+        if current:
+            gone = [int(f["id"]) for code, f in current.items()
+                    if code in OWN_CODES and code not in findings]
+            added = [f for code, f in findings.items() if code not in current]
+            reworded = [
+                (int(current[code]["id"]), f) for code, f in findings.items()
+                if code in current
+                and (current[code]["message"], _details(current[code]["details"]))
+                != (f.message, f.details)
+            ]
+            codes = sorted((set(current) - OWN_CODES) | set(findings))
+        else:  # no stored flags (a new record, most of a push)
+            gone, added, reworded = [], list(findings.values()), []
+            codes = sorted(findings)
         after = states.after_checks(s.review_status, len(codes),
                                     auto_accept=s.project.auto_accept, edited=edited)
         changed = bool(gone or added) or after != s.review_status or s.flag_count != len(codes)
@@ -207,11 +229,14 @@ async def settle(batch: Batch, conn: BaseDBAsyncClient) -> list[str]:
         {"message": f.message, "details": f.details, "id": flag_id}
         for o in outcomes for flag_id, f in o.reworded
     ])
+    waiting = ReviewStatus.NEEDS_REVIEW
     await queue.sync_items([
-        queue.Entry(o.subject.id, o.after == ReviewStatus.NEEDS_REVIEW, o.subject.project.id,
+        queue.Entry(o.subject.id, o.after == waiting, o.subject.project.id,
                     o.subject.taxon_id, o.subject.phenophase_id, o.subject.user_id,
                     -len(o.codes), o.created_seq)
-        for o in outcomes
+        # A record created in this transaction that does not wait has no queue
+        # row to add, move or remove.
+        for o in outcomes if o.after == waiting or o.subject.id not in batch.new
     ], conn, new=batch.new)
     await audit.record_many([
         ("review.status_changed", "observation", o.subject.id,

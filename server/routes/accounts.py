@@ -77,7 +77,7 @@ async def login(call: Call) -> Response:
 
 async def logout(call: Call) -> Response:
     assert call.token is not None
-    await revoke(call.token)
+    await revoke(call.token, call.request.app.state.token_cache)
     return Response(status_code=204)
 
 

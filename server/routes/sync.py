@@ -68,6 +68,7 @@ async def pull_changes(call: Call) -> Response:
 async def push_changes(call: Call) -> Response:
     user = call.require_user()
     last_pulled_at = _int_param(call, "last_pulled_at", None)
+    push_count = _int_param(call, "push_count", None)
     changes = call.body["changes"]
     total = sum(len(section.get(k, [])) for section in changes.values()
                 for k in ("created", "updated", "deleted"))
@@ -80,11 +81,15 @@ async def push_changes(call: Call) -> Response:
     device = call.body.get("device_id") or call.request.headers.get("x-device-id") or None
     if device is not None and (len(device) > 64 or "\x00" in device):
         raise errors.InvalidParameter("X-Device-Id may be at most 64 characters, without NUL.")
+    # JSON carries a NUL character only as the escape \u0000 (orjson refuses
+    # raw control characters): without one, no record needs searching for it.
+    nul_free = b"\\u0000" not in await call.request.body()
     async with call.request.app.state.push_turn, in_transaction() as conn:
         await lock_writers(conn)
         result = await push(
             OrmSyncStore(conn), user_id=user.id, device=device, last_pulled_at=last_pulled_at,
-            changes=changes, now=datetime.now(UTC),
+            changes=changes, now=datetime.now(UTC), push_count=push_count,
+            nul_free=nul_free,
         )
     return FastJSONResponse(result.to_dict())
 
@@ -116,8 +121,14 @@ ENDPOINTS = [
         "Push a batch of changes (WatermelonDB pushChanges)", Access.USER,
         request_schema="sync-push", response_schema="sync-push-response", tags=("sync",),
         nul_per_record=True,
-        description="Query: last_pulled_at. A result per record; rejected ids also in "
-        "experimentalRejectedIds. See docs/sync-protocol.md.",
-        query=(LAST_PULLED_AT,),
+        description="Query: last_pulled_at, push_count (optional). A result per record; "
+        "rejected ids also in experimentalRejectedIds. See docs/sync-protocol.md.",
+        query=(
+            LAST_PULLED_AT,
+            Query("push_count", {"type": "integer", "minimum": 0},
+                  "Optional: this device's count of pushes, the same on every retry of one "
+                  "push and higher for each new push; a late copy of an older push then "
+                  "never overwrites a newer one."),
+        ),
     ),
 ]

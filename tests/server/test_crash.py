@@ -58,6 +58,7 @@ from server.models.observations import Observation, Photo
 from server.models.releases import Release
 from server.models.review import ReviewDecision
 from server.models.uploads import Upload, UploadStatus
+from server.releases import JOB_KIND as RELEASE_JOB
 from server.settings import Settings
 from sync.client import RetryPolicy, SyncClient, SyncError
 from tests.factories import auth, make_user
@@ -166,6 +167,8 @@ async def test_kill_the_server_fifty_times(
             # Mostly short runs; every fifth a longer one, so that publishes
             # (a new process loads pyarrow first) also finish between kills.
             await asyncio.sleep(rng.uniform(3.0, 5.0) if kill % 5 == 4 else rng.uniform(0.3, 2.0))
+            if kill % 5 == 4:
+                await publishes_done()
             server.kill()
             stop.set()
             await asyncio.gather(*tasks)
@@ -346,6 +349,19 @@ async def follow_publish(http: httpx.AsyncClient, status_url: str, ledger: Ledge
             ledger.releases.add(status["version"])
             return
         await asyncio.sleep(0.2)
+
+
+async def publishes_done(seconds: float = 60) -> None:
+    """Wait (at most ``seconds``) until no publish is queued or running: one
+    cut off by a kill is claimed again only when its lease runs out, and a
+    server that restarts in a fraction of a second (tests/servers.py) would
+    otherwise leave it too little of a longer run on a loaded machine."""
+    deadline = time.monotonic() + seconds
+    for _ in range(int(seconds * 10)):
+        if time.monotonic() > deadline or not await Job.filter(
+                kind=RELEASE_JOB, state__in=[JobState.QUEUED, JobState.RUNNING]).exists():
+            return
+        await asyncio.sleep(0.1)
 
 
 # --- the checks -------------------------------------------------------------------

@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
 
-from server.database import tortoise_config
-from server.models.sequence import current_seq, next_seq
+from server.database import Steps, run_steps, tortoise_config
+from server.models.sequence import current_seq, next_seq, next_seq_steps
 
 
 async def test_migrations_are_applied_and_match_the_models(db: Starlette) -> None:
@@ -66,3 +67,54 @@ async def test_commits_are_durable_and_writers_queue(db: Starlette) -> None:
     pragmas = {name: (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
                for name in ("journal_mode", "synchronous", "busy_timeout")}
     assert [list(p.values())[0] for p in pragmas.values()] == ["wal", 2, 30000]
+
+
+async def test_steps_run_as_one_transaction(db: Starlette) -> None:
+    """run_steps: each statement's rows are sent back, the steps' result is
+    returned, and what they raise rolls every statement back."""
+    conn = db.state.database.connection()
+
+    def steps(fail: bool) -> Steps[int]:
+        first = yield from next_seq_steps()
+        rows = yield "SELECT value FROM sync_counter WHERE id = 1", []
+        assert rows == [{"value": first}]
+        second = yield from next_seq_steps(5)
+        if fail:
+            raise RuntimeError("refused half-way")
+        return second
+
+    assert await run_steps(conn, steps(False)) == 6
+    with pytest.raises(RuntimeError):
+        await run_steps(conn, steps(True))
+    assert await current_seq(conn) == 6
+
+
+async def test_unsynced_steps_commit_and_leave_every_other_commit_synced(
+    db: Starlette,
+) -> None:
+    """run_steps(synced=False) (the tus write lease): its change is committed,
+    and every other commit, even one racing it or one after a cancelled call,
+    still syncs (SQLite: synchronous back to FULL; PostgreSQL:
+    synchronous_commit off for that transaction only)."""
+    database = db.state.database
+    conn = database.connection()
+
+    async def durable_write() -> int:
+        async with in_transaction() as tx:
+            return await next_seq(tx)
+
+    results = await asyncio.gather(
+        *(run_steps(conn, next_seq_steps(), synced=False) for _ in range(5)),
+        *(durable_write() for _ in range(5)),
+    )
+    assert sorted(results) == list(range(1, 11))
+    cancelled = asyncio.ensure_future(run_steps(conn, next_seq_steps(), synced=False))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0.2)
+    if database.dialect == "postgres":
+        rows = await conn.execute_query_dict("SHOW synchronous_commit")
+        assert rows[0]["synchronous_commit"] == "on"
+    else:
+        assert (await conn.execute_query_dict("PRAGMA synchronous"))[0]["synchronous"] == 2
+    assert await current_seq(conn) in (10, 11)

@@ -94,6 +94,28 @@ def test_malformed_exif_is_reported_and_the_photo_still_processed() -> None:
     assert sorted(done.derivatives) == [320, 1024, 2048]
 
 
+class _CountingReads(io.BytesIO):
+    reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_an_ifd_claiming_more_entries_than_the_block_holds_costs_bounded_work() -> None:
+    # 16 bytes of TIFF whose first IFD claims 64,500 entries: unbounded,
+    # exifread makes ~129,000 reads walking entries past the end of the data.
+    claimed = b"II*\x00\x08\x00\x00\x00" + (64_500).to_bytes(2, "little") + bytes(6)
+    handle = _CountingReads(claimed)
+    found = images.read_exif(handle)
+    assert handle.reads <= images.EXIF_READ_BUDGET
+    assert found.error is not None and "malformed IFD" in found.error
+    assert (found.latitude, found.taken_at) == (None, None)
+    # and through the embedded block a HEIF decoder hands over, too
+    found = images.read_exif(io.BytesIO(), embedded=b"Exif\x00\x00" + claimed)
+    assert found.error is not None and "malformed IFD" in found.error
+
+
 @pytest.mark.parametrize(
     "data,code",
     [

@@ -55,7 +55,12 @@ async def test_tus_upload_processing_and_serving_with_media_on_s3(
         assert {k for k in objects if k.startswith("site/derivatives/")} == {
             f"site/derivatives/{digest}/{size}.jpg" for size in ready.derivative_sizes or []
         }
-        assert not [k for k in objects if "uploads/" in k]  # parts gone with the upload
+        # The job deletes the upload's parts just after it commits READY.
+        deadline = asyncio.get_running_loop().time() + 30
+        while [k for k in objects if "uploads/" in k]:
+            assert asyncio.get_running_loop().time() < deadline, objects
+            await asyncio.sleep(0.1)
+            objects = s3_server.objects(bucket)
         assert not (settings.media_dir / "originals" / digest).exists()
 
         async with httpx.AsyncClient(base_url=server.base, timeout=30) as c:

@@ -8,6 +8,7 @@ import httpx
 from server.app import create_app
 from server.models.accounts import User
 from server.settings import Settings
+from tests.conftest import copy_sqlite
 
 BIG = {"username": "big", "password": "x" * 1000, "display_name": "y" * 70_000}
 
@@ -56,7 +57,10 @@ async def test_every_response_has_a_request_id_and_security_headers(
     assert replaced.headers["x-request-id"] != "bad id;drop"
 
 
-async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+async def test_rate_limit_answers_429_with_retry_after(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    copy_sqlite(sqlite_template, tmp_path / "phenosync.sqlite3")  # the default database
     settings = Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path),
                                   "PHENOSYNC_RATE_LIMIT_PER_MINUTE": "3"})
     app = create_app(settings)
@@ -80,7 +84,10 @@ async def test_cors_allows_only_configured_origins(client: httpx.AsyncClient) ->
     assert "access-control-allow-origin" not in r.headers
 
 
-async def test_cors_answers_a_configured_origin_and_its_preflight(tmp_path: Path) -> None:
+async def test_cors_answers_a_configured_origin_and_its_preflight(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    copy_sqlite(sqlite_template, tmp_path / "phenosync.sqlite3")  # the default database
     settings = Settings.from_env({"PHENOSYNC_DATA_DIR": str(tmp_path),
                                   "PHENOSYNC_CORS_ORIGINS": "https://app.example"})
     app = create_app(settings)

@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from starlette.applications import Starlette
+from tortoise.transactions import in_transaction
 
 from schemas.roles import ROLE_NAMES
 from server.tokens import issue
@@ -89,7 +90,8 @@ async def live(db: Starlette, tmp_path: Path) -> AsyncIterator[Live]:
     for role in ROLE_NAMES:
         user, token = await make_user(role, project=world.project, username=f"fuzz-{role}")
         tokens[role], usernames[role], users[role] = token, user.username, user
-        spare[role] = [(await issue(user))[0] for _ in range(SPARE_TOKENS)]
+        async with in_transaction():  # one commit (one fsync on SQLite), not one per token
+            spare[role] = [(await issue(user))[0] for _ in range(SPARE_TOKENS)]
     observation = await make_observation(users["volunteer"], project=world.project)
     photo = await make_photo(users["volunteer"], observation)
     known = {

@@ -31,7 +31,7 @@ from schemas.dataset import SCHEMA_VERSION
 from server.models.observations import Observation
 from server.models.reference import Project
 from server.models.releases import Release
-from server.releases import publish, release_dir
+from server.releases import publish, publish_job, release_dir
 from tests.factories import make_project, make_user
 from tests.factories_observations import (
     make_flag,
@@ -398,3 +398,19 @@ async def test_a_publish_killed_between_rename_and_commit_does_not_block_the_nex
     assert again.version == first.version
     assert (await sha256sum(release_dir(settings, again))).returncode == 0
     assert entries(releases) == [".tmp-1.0.0-deadbeef", "1.0.0"]  # young: may be running
+
+
+async def test_two_runs_of_one_publish_job_publish_it_once_and_both_succeed(
+    releases: Path, db: Starlette
+) -> None:
+    """A job whose lease ran out while its first run still wrote the release is
+    claimed by a second worker: whichever commits second finds the version
+    published and succeeds instead of failing the job."""
+    await make_world()
+    settings, database = db.state.settings, db.state.database
+    payload = {"version": "1.0.0", "user_id": None}
+    await asyncio.gather(*(publish_job(payload, settings=settings, database=database)
+                           for _ in range(2)))
+    assert await Release.filter(version="1.0.0").count() == 1
+    release = await Release.get(version="1.0.0")
+    assert (await sha256sum(release_dir(settings, release))).returncode == 0

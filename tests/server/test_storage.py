@@ -3,6 +3,7 @@ directory and a bucket on a real S3-compatible server (tests/s3server.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import random
@@ -13,7 +14,14 @@ import pytest
 
 from server.object_store import MIN_PART, S3Storage
 from server.settings import Settings
-from server.storage import WRITE_BUFFER, LocalStorage, Storage, StorageKeyError, storage_for
+from server.storage import (
+    SYNC_SECONDS,
+    WRITE_BUFFER,
+    LocalStorage,
+    Storage,
+    StorageKeyError,
+    storage_for,
+)
 from tests.s3server import S3Server
 
 MIB = 1024 * 1024
@@ -65,12 +73,15 @@ async def test_write_at_in_blocks_observes_every_byte_and_keeps_what_arrived(
         for start in range(0, len(data), 100_000):
             if fail and start >= 2 * WRITE_BUFFER:
                 raise ConnectionError("the phone went away")
+            if start in (1_100_000, 2_200_000, 2_800_000):  # slow: progress is synced
+                await asyncio.sleep(SYNC_SECONDS * 0.6)
             yield data[start : start + 100_000]
 
     written = await storage.write_at(
         "uploads/c", 0, body(False), on_flush=progress.append, observe=seen.append
     )
     assert written == len(data) and b"".join(seen) == data
+    # Progress is reported once synced: some of the bytes, never more than were written.
     assert progress == sorted(progress) and 0 < progress[-1] < len(data)
     with storage.open("uploads/c") as handle:
         assert handle.read() == data
@@ -80,6 +91,63 @@ async def test_write_at_in_blocks_observes_every_byte_and_keeps_what_arrived(
     with storage.open("uploads/c") as handle:
         kept = handle.read()
     assert kept == data[: (2 * WRITE_BUFFER // 100_000 + 1) * 100_000]
+
+
+async def test_write_at_keeps_every_byte_whatever_length_it_expects(storage: Storage) -> None:
+    """``expect`` is a hint (local storage syncs what it has written once the
+    end is near, beside the writing): right, too small or too large, every
+    byte is there, in order, and nothing after them."""
+    data = random.Random(7).randbytes(4 * WRITE_BUFFER + 4321)
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    progress: list[int] = []
+    written = await storage.write_at(
+        "uploads/e", 0, chunks(*pieces), on_flush=progress.append, expect=len(data)
+    )
+
+    def stored() -> bytes:
+        with storage.open("uploads/e") as handle:
+            return handle.read()
+
+    assert written == len(data) and progress == sorted(progress)
+    assert stored() == data
+    rest = data[1000:]
+    assert await storage.write_at("uploads/e", 1000, chunks(rest), expect=10) == len(rest)
+    assert stored() == data
+    short = await storage.write_at("uploads/e", 5, chunks(data[5:2 * WRITE_BUFFER]),
+                                   expect=len(data))
+    assert short == 2 * WRITE_BUFFER - 5
+    assert stored() == data[: 2 * WRITE_BUFFER]
+
+
+async def test_on_written_sees_every_byte_and_what_it_raises_is_raised(
+    storage: Storage,
+) -> None:
+    data = random.Random(8).randbytes(2 * WRITE_BUFFER + 5)
+    seen: list[bytes] = []
+
+    def on_written() -> None:  # the caller's check of the whole file
+        with storage.open("uploads/w") as handle:
+            seen.append(handle.read())
+
+    pieces = chunks(data[:WRITE_BUFFER], data[WRITE_BUFFER:])
+    assert await storage.write_at("uploads/w", 0, pieces, on_written=on_written) == len(data)
+    assert seen == [data]
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield data[:100]
+        raise ConnectionError("the phone went away")
+
+    with pytest.raises(ConnectionError):
+        await storage.write_at("uploads/w", 0, broken(), on_written=on_written)
+    assert len(seen) == 1  # not for a body that broke off
+
+    def refuse() -> None:
+        raise ValueError("not an image")
+
+    with pytest.raises(ValueError):
+        await storage.write_at("uploads/w", 0, chunks(b"abc"), on_written=refuse)
+    with storage.open("uploads/w") as handle:
+        assert handle.read() == b"abc"  # written and kept all the same
 
 
 async def test_copy_put_delete(storage: Storage) -> None:
@@ -113,8 +181,14 @@ async def test_a_large_upload_in_pieces_cut_resumed_and_copied(storage: Storage)
     earlier offset (a failed checksum), resumed; then kept as an original."""
     data = os.urandom(12 * MIB + 12345)
     flushed: list[int] = []
-    pieces = (data[i:min(i + 300_000, 7 * MIB)] for i in range(0, 7 * MIB, 300_000))
-    first = await storage.write_at("uploads/big", 0, chunks(*pieces), on_flush=flushed.append)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, 7 * MIB, 300_000):
+            if i in (2_400_000, 4_800_000, 6_000_000):  # slow: progress is synced
+                await asyncio.sleep(SYNC_SECONDS * 0.6)
+            yield data[i:min(i + 300_000, 7 * MIB)]
+
+    first = await storage.write_at("uploads/big", 0, pieces(), on_flush=flushed.append)
     assert first == 7 * MIB
     assert flushed and flushed == sorted(flushed) and flushed[-1] <= first
     await storage.truncate("uploads/big", 6 * MIB + 77)

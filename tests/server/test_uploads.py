@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -198,6 +199,57 @@ async def test_one_writer_at_a_time(client: httpx.AsyncClient) -> None:
     # Its lease runs out (the writer died): the upload is free again.
     await Upload.filter(id=upload_id).update(locked_until=jobs.now_ms() - 1)
     assert (await patch(client, token, location, 0, data)).status_code == 204
+
+
+def pieces(data: bytes, size: int = 64 * 1024) -> Any:
+    async def gen() -> Any:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+    return gen()
+
+
+async def test_a_body_larger_than_the_early_block_is_stored_exactly(
+    client: httpx.AsyncClient, db: Starlette,
+) -> None:
+    """The first block arrives while the lease is taken, the rest after it:
+    every byte lands once, in order, at its offset (creation-with-upload too)."""
+    user, token = await make_user()
+    data = os.urandom(2 * uploads.EARLY_BYTES + 12345)
+    location = (await create(client, token, (await make_photo(user)).id,
+                             len(data) + 10)).headers["Location"]
+    r = await client.patch(location, content=pieces(data), headers={
+        **TUS, **OCTET, **auth(token), "Upload-Offset": "0"})
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    key = f"uploads/{location.rsplit('/', 1)[1]}"
+    with db.state.storage.open(key) as handle:
+        assert handle.read() == data
+    r = await client.post("/api/v1/uploads/", content=pieces(data), headers={
+        **TUS, **OCTET, **auth(token), "Upload-Length": str(len(data) + 10),
+        "Upload-Metadata": metadata(photo_id=(await make_photo(user)).id)})
+    assert r.status_code == 201 and r.headers["Upload-Offset"] == str(len(data))
+    with db.state.storage.open(f"uploads/{r.headers['Location'].rsplit('/', 1)[1]}") as handle:
+        assert handle.read() == data
+
+
+async def test_a_refused_patch_writes_nothing_of_the_body_it_began_to_receive(
+    client: httpx.AsyncClient, db: Starlette,
+) -> None:
+    user, token = await make_user()
+    _, stranger = await make_user()
+    data = os.urandom(2 * uploads.EARLY_BYTES)
+    location = (await create(client, token, (await make_photo(user)).id,
+                             len(data))).headers["Location"]
+    upload_id = location.rsplit("/", 1)[1]
+    await Upload.filter(id=upload_id).update(
+        locked_until=jobs.now_ms() + 60_000, lock_token="someone")
+    refusals = [(token, "0", 423), (stranger, "0", 403), (token, "5", 409)]
+    for who, offset, status in refusals:
+        r = await client.patch(location, content=pieces(data), headers={
+            **TUS, **OCTET, **auth(who), "Upload-Offset": offset})
+        assert r.status_code == status, r.text
+    assert await db.state.storage.size(f"uploads/{upload_id}") is None
+    upload = await Upload.get(id=upload_id)
+    assert upload.offset == 0 and upload.lock_token == "someone"
 
 
 async def test_termination(client: httpx.AsyncClient, db: Starlette) -> None:

@@ -17,6 +17,9 @@ another device (conflicts are covered in test_faults.py).  Deterministic
 resolution: a delete wins over any edit; for an edit, the columns the syncing
 device changed overwrite the server's, the others are kept.  Faults (lost
 request, lost response, duplicated delivery) must change nothing of this.
+Neither must held deliveries: a held push (whose retry got through) arrives
+later, in any order among the other held pushes of every device, after
+other syncs and edits, and none of them applies anything.
 """
 
 from __future__ import annotations
@@ -120,6 +123,9 @@ def make_machine(app: Starlette, world: World,
                 return
             rid = ids[pick % len(ids)]
             column, value = edit
+            local = run(self.phones[device].client.get(OBS, rid))
+            if local is not None and local.get(column) == value:
+                return  # the client records no change, so there is nothing to push
             run(self.phones[device].client.update(OBS, rid, {column: value}))
             self.pending[device].setdefault(rid, Pending()).columns[column] = value
 
@@ -132,20 +138,44 @@ def make_machine(app: Starlette, world: World,
             run(self.phones[device].client.delete(OBS, rid))
             self.pending[device][rid] = Pending(deleted=True)
 
-        @rule(device=st.integers(0, DEVICES - 1), fault=FAULTS)
-        def sync(self, device: int, fault: tuple[Fault, str] | None) -> None:
+        @rule(device=st.integers(0, DEVICES - 1), fault=FAULTS, hold=st.booleans())
+        def sync(self, device: int, fault: tuple[Fault, str] | None, hold: bool = False) -> None:
             phone = self.phones[device]
             if fault is not None:
                 phone.wire.inject(fault[0], on=fault[1])
+            if hold:
+                # A slow network: one delivery of every push batch is held back
+                # (released later, see ``release``), a retry gets through.
+                for _ in range(50):
+                    phone.wire.inject(Fault.HOLD, on="push")
+                    phone.wire.inject(None, on="push")
             report = run(phone.client.sync())
             assert report.push.rejected == [] and report.push.conflicts == 0
             self._apply(device)
             phone.wire.plans.clear()  # a fault on a request that never came
 
-        @rule()
-        def sync_all(self) -> None:
+        @rule(device=st.integers(0, DEVICES - 1), rng=st.randoms(use_true_random=False))
+        def release(self, device: int, rng: random.Random) -> None:
+            """The held pushes of a device arrive now, in any order: all late copies
+            of pushes whose retry got through, so they change nothing."""
+            wire = self.phones[device].wire
+            order = list(range(len(wire.held)))
+            rng.shuffle(order)
+            for response in run(wire.release(order)):
+                assert response.status_code == 200, response.text
+                assert response.json()["counts"]["applied"] == 0, response.text
+
+        @rule(device=st.integers(0, DEVICES - 1), pick=st.integers(0, 50), edit=EDITS)
+        def edit_and_sync(self, device: int, pick: int, edit: tuple[str, Any]) -> None:
+            """An edit pushed at once over a slow network: one after the other,
+            pushes of the same record whose older copies are still held."""
+            self.edit(device, pick, edit)
+            self.sync(device, None, hold=True)
+
+        @rule(hold=st.booleans())
+        def sync_all(self, hold: bool = False) -> None:
             for device in range(DEVICES):
-                self.sync(device, None)
+                self.sync(device, None, hold)
 
         def _apply(self, device: int) -> None:
             for rid, change in self.pending[device].items():
@@ -169,6 +199,8 @@ def make_machine(app: Starlette, world: World,
 
         def teardown(self) -> None:
             try:
+                for device in range(DEVICES):
+                    self.release(device, random.Random(device))
                 run(sync_to_quiescence(self.phones))
                 for device in range(DEVICES):
                     self._apply(device)  # nothing left: every outbox was empty or applied

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from tortoise.transactions import in_transaction
 
 from server.models.observations import Observation
 from server.models.sequence import next_seq
+from sync.client import SyncClient
 from tests.factories import make_user
 from tests.factories_sync import make_world
 from tests.factories_syncclient import (
     FAST_RETRY,
+    Phone,
     assert_converged,
     new_observation,
+    no_sleep,
     phones,
     sync_to_quiescence,
 )
-from tests.faults import Fault
+from tests.faults import Fault, FaultyTransport
 
 OBS = "observations"
 
@@ -116,13 +120,18 @@ async def test_an_older_push_delivered_after_a_newer_one(db: Starlette) -> None:
         await assert_converged(db, [phone, tablet], {user.id: {kept}})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation, reported: the server cannot tell a delayed older push of the same "
-    "device from a retry after a lost response, so the older edit is applied last"))
-async def test_a_delayed_older_edit_does_not_overwrite_a_newer_one(db: Starlette) -> None:
+@pytest.mark.parametrize("push_count", [True, False], ids=["push_count", "no_push_count"])
+async def test_a_delayed_older_edit_does_not_overwrite_a_newer_one(
+    db: Starlette, push_count: bool,
+) -> None:
+    """The held original of a push arrives after its retry and after a newer
+    edit of the same device: it is superseded, with or without ``push_count``
+    (the newer push was sent after a pull that saw the retry's write, so its
+    ``last_pulled_at`` is higher)."""
     world = await make_world()
     user, token = await make_user(project=world.project)
     async with phones(db, [(user.id, token)] * 2) as (phone, tablet):
+        phone.client.send_push_count = push_count
         rid = await phone.client.record(OBS, new_observation(world))
         await phone.client.sync()
         await phone.client.update(OBS, rid, {"notes": "v1"})
@@ -130,10 +139,77 @@ async def test_a_delayed_older_edit_does_not_overwrite_a_newer_one(db: Starlette
         await phone.client.sync()
         await phone.client.update(OBS, rid, {"notes": "v2"})
         await phone.client.sync()
-        await phone.wire.release()  # "v1" arrives last
+        [late] = await phone.wire.release()  # "v1" arrives last
+        assert [(r["status"], r.get("code")) for r in late.json()["results"][OBS]] == [
+            ("rejected", "superseded")]
+        assert (await Observation.get(id=rid)).notes == "v2"
         await sync_to_quiescence([phone, tablet])
         await assert_converged(db, [phone, tablet], {user.id: {rid}})
         assert (await Observation.get(id=rid)).notes == "v2"
+
+
+async def test_pushes_lost_on_every_attempt_arrive_late_in_any_order(db: Starlette) -> None:
+    """Four pushes of one device never get through (every attempt is held), so
+    all twenty copies carry the same ``last_pulled_at``: only ``push_count``
+    orders them.  They arrive newest push first, then v2, v1, v3: the
+    newest applies once and every older copy is superseded or unchanged."""
+    world = await make_world()
+    user, token = await make_user(project=world.project)
+    async with phones(db, [(user.id, token)] * 2) as (phone, tablet):
+        rid = await phone.client.record(OBS, new_observation(world))
+        await sync_to_quiescence([phone, tablet])
+        for version in ("v1", "v2", "v3", "v4"):
+            await phone.client.update(OBS, rid, {"notes": version})
+            phone.wire.inject(Fault.HOLD, on="push", times=FAST_RETRY.attempts)
+            await _fails(phone.client.sync())
+        held = phone.wire.held
+        assert len(held) == 4 * FAST_RETRY.attempts
+        assert len({r.url.params["last_pulled_at"] for r in held}) == 1
+        copies = [list(range(n, n + FAST_RETRY.attempts))
+                  for n in range(0, len(held), FAST_RETRY.attempts)]  # per push, v1..v4
+        order = [*copies[3], *copies[1], *copies[0], *copies[2]]
+        late = [r.json()["results"][OBS][0] for r in await phone.wire.release(order)]
+        outcomes = [(r["status"], r.get("code")) for r in late]
+        n = FAST_RETRY.attempts
+        assert outcomes[:n] == [("applied", None)] + [("unchanged", None)] * (n - 1)
+        assert outcomes[n:] == [("rejected", "superseded")] * (3 * n)
+        assert (await Observation.get(id=rid)).notes == "v4"
+        await sync_to_quiescence([phone, tablet])
+        await assert_converged(db, [phone, tablet], {user.id: {rid}})
+        assert (await Observation.get(id=rid)).notes == "v4"
+
+
+async def test_two_installs_with_one_device_id_merge_a_superseded_push(db: Starlette) -> None:
+    """A backup restored onto a second phone runs next to the original with the
+    same device id and a lower ``push_count``: between its pull and its push
+    the original pushes from the same cursor, so its push is ``superseded``.
+    The client merges the server's version like a conflict and its change goes
+    through at the next sync; neither edit is lost."""
+    world = await make_world()
+    user, token = await make_user(project=world.project)
+    async with phones(db, [(user.id, token)]) as [original]:
+        rid = await original.client.record(OBS, new_observation(world))
+        for n in range(3):
+            await original.client.update(OBS, rid, {"notes": f"edit {n}"})
+            await original.client.sync()
+        wire = FaultyTransport(httpx.ASGITransport(app=db))
+        async with SyncClient("http://testserver", token, transport=wire, retry=FAST_RETRY,
+                              sleep=no_sleep, device_id=original.client.device_id) as copy:
+            clone = Phone(copy, wire, token, user.id)
+            await clone.client.sync()
+            await original.client.sync()
+            await original.client.update(OBS, rid, {"notes": "from the original"})
+            await clone.client.update(OBS, rid, {"latitude": 52.2})
+            clone.wire.before("push", original.client.sync)  # same cursor, higher count
+            report = await clone.client.sync()
+            assert (report.push.superseded, report.push.applied) == (1, 0)
+            assert await clone.client.outbox() == [(OBS, rid, "updated")]
+            report = await clone.client.sync()
+            assert report.push.applied == 1
+            await sync_to_quiescence([original, clone])
+            stored = await Observation.get(id=rid)
+            assert (stored.notes, stored.latitude) == ("from the original", 52.2)
+            await assert_converged(db, [original, clone], {user.id: {rid}})
 
 
 async def test_two_devices_of_one_user_edit_the_same_record(db: Starlette) -> None:

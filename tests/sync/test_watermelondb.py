@@ -124,3 +124,11 @@ async def test_watermelondb_synchronize_two_devices(
     # Every change was made by one of the two devices.
     devices = set(await Observation.all().values_list("client_changed_device", flat=True))
     assert devices <= set(result["device_ids"])
+    # The phone sends push_count, the tablet does not: each record keeps the
+    # stamp of the push that wrote it.
+    phone, tablet = result["device_ids"]
+    stamps = await Observation.all().values_list(
+        "client_changed_device", "client_changed_pulled_at", "client_changed_push")
+    assert {push > 0 for device, _, push in stamps if device == phone} == {True}
+    assert {push for device, _, push in stamps if device == tablet} == {0}
+    assert all(pulled_at is not None and pulled_at > 0 for _, pulled_at, _ in stamps)

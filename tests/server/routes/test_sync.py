@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -12,7 +13,7 @@ from server.models.reference import Project
 from server.models.sequence import next_seq
 from server.tombstones import purge_tombstones
 from tests.factories import auth, make_project, make_user
-from tests.factories_sync import created, make_device, make_world, observation
+from tests.factories_sync import Device, created, make_device, make_world, observation
 
 PUSH = "/api/v1/sync/push"
 
@@ -133,6 +134,62 @@ async def test_own_earlier_push_with_a_lost_response_is_not_a_conflict(
     assert (await Observation.get(id=record["id"])).notes == "two"
 
 
+async def test_an_older_push_of_the_same_device_is_superseded(
+    client: httpx.AsyncClient,
+) -> None:
+    """The stamp (last_pulled_at, push_count) of the push that wrote a record
+    orders the pushes of its device; another device's late push is still a
+    conflict."""
+    world = await make_world()
+    phone = await make_device(client, world)
+    tablet = phone.another_device()
+    record = observation(world)
+    await phone.push({"observations": {"created": [record]}}, push_count=1)
+    await phone.pull_all()
+    old = phone.cursor
+
+    async def push(device: Device, notes: str, **kw: Any) -> tuple[str, str | None]:
+        r = await device.push({"observations": {"updated": [{**record, "notes": notes}]}}, **kw)
+        assert r.status_code == 200, r.text
+        [result] = r.json()["results"]["observations"]
+        return result["status"], result.get("code")
+
+    async def stored() -> tuple[str, int]:
+        row = await Observation.get(id=record["id"])
+        return row.notes, row.updated_seq
+
+    assert await push(phone, "v1", cursor=old, push_count=2) == ("applied", None)
+    await phone.pull_all()
+    assert await push(phone, "v2", push_count=3) == ("applied", None)
+    before = await stored()
+    # The delayed v1: a lower cursor (and count) than the push that wrote v2.
+    assert await push(phone, "v1", cursor=old, push_count=2) == ("rejected", "superseded")
+    assert await push(phone, "v1", cursor=old) == ("rejected", "superseded")
+    assert await stored() == before  # nothing written, no sequence number taken
+    # Same cursor: the count orders; the same stamp is a retry and applies.
+    assert await push(phone, "v0", push_count=2) == ("rejected", "superseded")
+    assert await push(phone, "v2", push_count=3) == ("unchanged", None)
+    assert await push(phone, "v3", push_count=3) == ("applied", None)
+    assert await push(phone, "v4", push_count=4) == ("applied", None)
+    # Without a count the cursor alone orders: equal applies, lower is superseded.
+    assert await push(phone, "v5") == ("rejected", "superseded")  # (cursor, 0) < (cursor, 4)
+    await phone.pull_all()
+    assert await push(phone, "v5") == ("applied", None)
+    assert await push(phone, "v6") == ("applied", None)
+    # A device restored from a backup counts from 1 again: its cursor outranks the count.
+    await phone.pull_all()
+    assert await push(phone, "v7", push_count=1) == ("applied", None)
+    # Another device's late push is a conflict, not superseded.
+    await tablet.pull_all()
+    tablet_cursor = tablet.cursor
+    await phone.pull_all()
+    assert await push(phone, "v8", push_count=2) == ("applied", None)
+    assert await push(tablet, "tablet", cursor=tablet_cursor) == ("rejected", "conflict")
+    assert (await stored())[0] == "v8"
+    r = await phone.push({"observations": {"updated": [record]}}, push_count=-1)
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_parameter")
+
+
 async def test_reviewer_changes_never_conflict_and_sync_back(client: httpx.AsyncClient) -> None:
     world = await make_world()
     phone = await make_device(client, world)
@@ -191,6 +248,36 @@ async def test_bad_records_are_rejected_one_by_one_and_the_rest_applies(
     assert body["results"]["taxa"][0]["code"] == "read_only_table"
     assert len(body["experimentalRejectedIds"]["observations"]) == 10
     assert [o.id for o in await Observation.all()] == [good["id"]]
+
+
+async def test_reference_ids_in_any_valid_form_name_the_same_rows(
+    client: httpx.AsyncClient,
+) -> None:
+    """The push loads only the projects, taxa and phenophases its records name:
+    "7", 7 and 7.0 name the same row; ids beyond any stored one, and rows
+    deleted since, are unknown (a rejection, never an error)."""
+    world = await make_world()
+    gone = await make_project(slug="gone")
+    gone.is_deleted = True
+    await gone.save()
+    phone = await make_device(client, world)
+    p, t, f = world.project.id, world.hazel.id, world.open_flowers.id
+    good = [observation(world, project_id=p, taxon_id=float(t), phenophase_id=f"{f}"),
+            observation(world, project_id=float(p), taxon_id=t, phenophase_id=f)]
+    bad = {
+        "unknown_project": [observation(world, project_id=2**63 - 1),
+                            observation(world, project_id="9" * 18),
+                            observation(world, project_id=str(gone.id))],
+        "unknown_taxon": [observation(world, taxon_id=-1)],
+        "unknown_phenophase": [observation(world, phenophase_id=2**62)],
+    }
+    r = await phone.push({"observations": {
+        "created": [*good, *(x for records in bad.values() for x in records)]}})
+    assert r.status_code == 200, r.text
+    by_id = {x["id"]: x for x in r.json()["results"]["observations"]}
+    assert [by_id[x["id"]]["status"] for x in good] == ["applied", "applied"]
+    for code, records in bad.items():
+        assert [by_id[x["id"]].get("code") for x in records] == [code] * len(records)
 
 
 async def test_malformed_envelopes_are_4xx_and_change_nothing(client: httpx.AsyncClient) -> None:

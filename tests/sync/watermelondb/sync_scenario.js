@@ -22,6 +22,11 @@
 // gets the device's own pushes back as "updated".  tests/sync/
 // test_watermelondb.py runs both modes.
 //
+// push_count: the phone sends the optional counter of its pushes (kept in
+// WatermelonDB's localStorage, taken anew for each push), as
+// docs/sync-protocol.md shows; the tablet sends none, like WatermelonDB's own
+// example.  Both must work.
+//
 // Paging: WatermelonDB's synchronize() makes one pull and one push.  We call
 // synchronize() again while the server said `has_more` (read in
 // onDidPullChanges), instead of merging all pages inside one pullChanges().
@@ -78,7 +83,7 @@ async function call(method, path, body, headers = {}) {
   return JSON.parse(text)
 }
 
-function makeDevice(name) {
+function makeDevice(name, { pushCount = false } = {}) {
   const adapter = new LokiJSAdapter({
     schema,
     dbName: name,
@@ -89,6 +94,7 @@ function makeDevice(name) {
     name,
     database: new Database({ adapter, modelClasses }),
     deviceId: `${name}-${crypto.randomBytes(6).toString('hex')}`,
+    pushCount,
     pulls: 0,
     pushes: [], // every push response, for the checks below
   }
@@ -128,8 +134,15 @@ async function sync(device) {
         hasMore = Boolean(rest.has_more)
       },
       pushChanges: async ({ changes, lastPulledAt }) => {
+        const query = new URLSearchParams({ last_pulled_at: String(lastPulledAt) })
+        if (device.pushCount) {
+          // Stored before sending; a retry of this push would send the same number.
+          const count = ((await device.database.localStorage.get('push_count')) || 0) + 1
+          await device.database.localStorage.set('push_count', count)
+          query.set('push_count', String(count))
+        }
         const body = await call(
-          'POST', `/api/v1/sync/push?last_pulled_at=${lastPulledAt}`, { changes },
+          'POST', `/api/v1/sync/push?${query}`, { changes },
           { 'X-Device-Id': device.deviceId },
         )
         device.pushes.push(body)
@@ -194,7 +207,7 @@ async function status(device, table, id) {
 }
 
 async function main() {
-  const a = makeDevice('phone')
+  const a = makeDevice('phone', { pushCount: true })
   const b = makeDevice('tablet')
 
   // --- 0. First sync of A: reference data, over several pages -------------
