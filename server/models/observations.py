@@ -83,10 +83,9 @@ class Observation(Synced, Model):
             ("taxon_id", "phenophase_id", "observed_at"),
             # Releases read observations in time order, page by page.
             ("observed_at", "id"),
-            # The conflicting_status check: one observer's records of a taxon,
-            # phenophase and status near a time, and near a latitude (read from
-            # the index, so records elsewhere cost no row lookup).
-            ("user_id", "taxon_id", "phenophase_id", "status", "observed_at", "latitude"),
+            # The conflicting_status check's index (one observer's records of a
+            # taxon, phenophase and status on one local day, by latitude) is on
+            # an expression, the local day: migration 0010 makes it, with SQL.
             # The out_of_season sample: the newest verified "yes" records of a
             # taxon and phenophase, without walking the others.
             ("review_status", "taxon_id", "phenophase_id", "status", "observed_at"),

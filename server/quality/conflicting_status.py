@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from schemas.observation import Status
@@ -37,13 +37,6 @@ def _opposite(status: str) -> str:
     return "no" if status == Status.YES else "yes"
 
 
-def _window(day: date, tz: Any) -> tuple[datetime, datetime]:
-    """The UTC instants whose local date may be ``day``, whatever the record's
-    UTC offset (under 24 h): 72 hours."""
-    start = datetime.combine(day, datetime.min.time(), tzinfo=tz)
-    return start - timedelta(days=1), start + timedelta(days=2)
-
-
 def _box(obs: Subject) -> tuple[float, float, float, float]:
     """Latitudes and longitudes around a record that hold every point within
     SAME_PLACE_M of it."""
@@ -58,39 +51,46 @@ def _box(obs: Subject) -> tuple[float, float, float, float]:
     return lat0, lat1, lon0, lon1
 
 
+# The observer's local date of a stored record, as the expression index of
+# migration 0010 computes it (a query must repeat it exactly to use the index):
+# observed_at in UTC shifted by the record's own UTC offset.
+LOCAL_DAY_SQL = {
+    "sqlite": "date(observed_at, observed_utc_offset_min || ' minutes')",
+    "postgres": ("((observed_at AT TIME ZONE 'UTC') + observed_utc_offset_min "
+                 "* interval '1 minute')::date"),
+}
+
+
 async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
     """One query for the batch: for each record, the stored records of the
-    opposite status of the same observer, taxon and phenophase in the hours
-    that may be its local day and in a small box around it.  The index on
-    (observer, taxon, phenophase, status, observed_at, latitude) finds them
-    without reading other rows: one observer's records of a species on
-    nearby days, elsewhere, are skipped in the index.  Records of the batch
-    itself are matched in memory (their stored version may be older than
-    the one being checked)."""
+    opposite status of the same observer, taxon and phenophase on the same
+    local day, in a small box around it.  The index on (observer, taxon,
+    phenophase, status, local day, latitude) finds them with one seek per
+    record and a short range of latitudes: records of other days or farther
+    north or south are never read.  Records of the batch itself are matched
+    in memory (their stored version may be older than the one being checked)."""
     checked = [s for s in subjects if s.status != Status.UNKNOWN]
     groups: dict[tuple[Any, ...], list[Subject]] = defaultdict(list)
     days: dict[str, date] = {}
-    windows: dict[tuple[date, Any], tuple[datetime, datetime]] = {}
     for s in checked:
         day = days[s.id] = _day(s)
         groups[(s.user_id, s.taxon_id, s.phenophase_id, str(s.status), day)].append(s)
     batch = {s.id for s in subjects}
-    postgres = ctx.conn.capabilities.dialect == "postgres"
+    dialect = ctx.conn.capabilities.dialect
+    postgres = dialect == "postgres"
     # PostgreSQL types the VALUES columns from the first row's casts.
-    casts = ("::int", "::int", "::int", "::int", "::varchar", "::timestamptz",
-             "::timestamptz", "::float8", "::float8", "::float8", "::float8")
+    casts = ("::int", "::int", "::int", "::int", "::varchar", "::date",
+             "::float8", "::float8", "::float8", "::float8")
     width = len(casts)
+    local_day = LOCAL_DAY_SQL[dialect].replace("observed_", "o.observed_")
     found: dict[str, list[Other]] = defaultdict(list)
     for first in range(0, len(checked), _CHUNK):
         chunk = checked[first:first + _CHUNK]
         values: list[Any] = []
         for n, s in enumerate(chunk, first):
-            tz = s.observed_at.tzinfo
-            window = windows.get((days[s.id], tz))
-            if window is None:
-                window = windows[(days[s.id], tz)] = _window(days[s.id], tz)
+            day = days[s.id]
             values += [n, s.user_id, s.taxon_id, s.phenophase_id, _opposite(str(s.status)),
-                       *window, *_box(s)]
+                       day if postgres else day.isoformat(), *_box(s)]
         if postgres:
             rows = ", ".join(
                 "(" + ", ".join(f"${i * width + j + 1}{casts[j] if i == 0 else ''}"
@@ -104,7 +104,7 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
         match = (
             "o.user_id = b.user_id AND o.taxon_id = b.taxon_id "
             "AND o.phenophase_id = b.phenophase_id AND o.status = b.status "
-            "AND o.observed_at >= b.t0 AND o.observed_at < b.t1 "
+            f"AND {local_day} = b.day "
             "AND o.latitude >= b.lat0 AND o.latitude <= b.lat1 "
             f"AND o.longitude >= b.lon0 AND o.longitude <= b.lon1 AND o.is_deleted = {deleted}"
         )
@@ -120,7 +120,7 @@ async def prepare(subjects: list[Subject], ctx: CheckContext) -> None:
         else:
             source = f"b JOIN observations o ON {match}"
         sql = (
-            "WITH b (n, user_id, taxon_id, phenophase_id, status, t0, t1, lat0, lat1, "
+            "WITH b (n, user_id, taxon_id, phenophase_id, status, day, lat0, lat1, "
             f"lon0, lon1) AS (VALUES {rows}) "
             "SELECT b.n AS k_n, o.id, o.status, o.observed_at, o.observed_utc_offset_min, "
             f"o.latitude, o.longitude FROM {source}"

@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from tortoise.transactions import in_transaction
 
 from server.models.observations import QualityFlag
 from server.quality.check import distance_m
+from server.quality.conflicting_status import LOCAL_DAY_SQL
 from tests.factories_sync import make_device, make_world, observation
 from tests.properties import REQUESTS, call
 
@@ -86,3 +89,25 @@ async def test_conflicting_status_finds_exactly_the_brute_force_pairs(
             assert call(loop, _found(record["id"])) == _expected(record, stored + batch)
 
     await asyncio.to_thread(check)
+
+
+async def test_the_query_reads_the_local_day_index(db: Starlette) -> None:
+    """The query must repeat the index's expression exactly (migration 0010),
+    or the database falls back to reading every record of the observer."""
+    conn = db.state.database.connection()
+    dialect = conn.capabilities.dialect
+    day = LOCAL_DAY_SQL[dialect].replace("observed_", "o.observed_")
+    query = (
+        "SELECT o.id FROM observations o WHERE o.user_id = 1 AND o.taxon_id = 2 "
+        f"AND o.phenophase_id = 3 AND o.status = 'no' AND {day} = "
+        f"{'DATE ' if dialect == 'postgres' else ''}'2025-04-10' "
+        "AND o.latitude >= 51.9 AND o.latitude <= 52.0"
+    )
+    if dialect == "postgres":
+        async with in_transaction() as tx:
+            await tx.execute_query("SET LOCAL enable_seqscan = off")  # an empty table
+            plan = await tx.execute_query_dict("EXPLAIN " + query)
+    else:
+        plan = await conn.execute_query_dict("EXPLAIN QUERY PLAN " + query)
+    text = " ".join(str(v) for row in plan for v in row.values())
+    assert "idx_observation_same_local_day" in text, text
