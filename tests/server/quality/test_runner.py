@@ -109,6 +109,29 @@ async def test_out_of_season_needs_enough_verified_records(client: httpx.AsyncCl
     assert "learned from 20 verified observations" in flag.message
 
 
+async def test_out_of_season_leaves_out_records_a_reviewer_moved(
+    client: httpx.AsyncClient,
+) -> None:
+    world = await make_world()
+    phone = await make_device(client, world)
+    days = [datetime(2025, 2, 1, 10, tzinfo=UTC) + timedelta(days=d % 15) for d in range(21)]
+    verified = await push_observations(phone, *[
+        observation(world, observed_at=d.isoformat()) for d in days])
+    await Observation.filter(id__in=[o.id for o in verified]).update(review_status="verified")
+    # Two of the 21 are really oak leaves, say the reviewers: 19 remain.
+    await Observation.filter(id__in=[verified[0].id]).update(verified_taxon_id=world.oak.id)
+    await Observation.filter(id__in=[verified[1].id]).update(
+        verified_phenophase_id=world.leaves.id)
+    (august,) = await push_observations(
+        phone, observation(world, observed_at="2025-08-10T10:00:00+00:00"))
+    assert await codes(august.id) == set()  # 19 verified records: not judged
+    await Observation.filter(id=verified[1].id).update(verified_phenophase_id=None)
+    (later,) = await push_observations(
+        phone, observation(world, observed_at="2025-08-11T10:00:00+00:00"))
+    flag = await QualityFlag.get(observation_id=later.id, code="out_of_season")
+    assert flag.details and flag.details["sample_size"] == 20
+
+
 async def test_fixing_the_record_removes_the_flag_and_a_recheck_keeps_numbers_moving(
     client: httpx.AsyncClient,
 ) -> None:
