@@ -107,8 +107,15 @@ def _process_file(storage: Storage, key: str, max_pixels: int) -> images.Process
 async def process_upload(payload: dict[str, Any], *, storage: Storage, max_pixels: int) -> None:
     """Job handler: verify, read EXIF, make derivatives, hash, check, attach."""
     upload = await Upload.get_or_none(id=payload["upload_id"])
-    if upload is None or upload.state != UploadStatus.COMPLETE:
-        return  # terminated, refused, or done by an earlier attempt
+    if upload is None:
+        return  # terminated
+    if upload.state in (UploadStatus.PROCESSED, UploadStatus.FAILED):
+        # Done by an earlier attempt, whose worker may have died between its
+        # commit and deleting the upload's bytes: delete them (again).
+        await storage.delete(upload.storage_key)
+        return
+    if upload.state != UploadStatus.COMPLETE:
+        return
     photo = await Photo.get(id=upload.photo_id)  # type: ignore[attr-defined]
     if photo.upload_state == UploadState.READY:
         # Another upload of this photo won; this one is surplus.

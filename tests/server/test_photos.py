@@ -5,11 +5,14 @@ from __future__ import annotations
 import httpx
 from starlette.applications import Starlette
 
+from schemas.observation import UploadState
 from server.models.accounts import User
 from server.models.observations import Observation, Photo, QualityFlag
+from server.models.uploads import Upload
+from server.photos import process_upload
 from server.quality.check import distance_m
 from tests.factories import make_user
-from tests.factories_photos import jpeg, make_observation, make_photo, run_jobs
+from tests.factories_photos import jpeg, make_observation, make_photo, run_jobs, sha256
 from tests.server.test_uploads import upload_file
 
 
@@ -101,3 +104,26 @@ async def test_two_photos_of_one_observation_are_not_duplicates(
 
 def test_distance() -> None:
     assert abs(distance_m(52.09, 5.12, 52.37, 4.90) - 34_400) < 500
+
+
+async def test_a_job_run_again_after_the_photo_was_attached_deletes_the_upload_bytes(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    """A worker that dies between attaching the photo (commit) and deleting
+    the upload's bytes leaves them behind; its job is claimed again and must
+    finish the cleanup, not skip it."""
+    user, token = await make_user()
+    photo = await make_photo(user)
+    data = jpeg()
+    assert (await upload_file(client, token, photo.id, data)).status_code == 204
+    upload = await Upload.get(photo_id=photo.id)
+    assert await run_jobs(db) == 1
+    storage = db.state.storage
+    assert await storage.size(upload.storage_key) is None
+    await storage.put(upload.storage_key, data)  # as the dead worker left it
+    await process_upload({"upload_id": upload.id}, storage=storage,
+                         max_pixels=db.state.settings.max_image_pixels)
+    assert await storage.size(upload.storage_key) is None
+    ready = await Photo.get(id=photo.id)
+    assert ready.upload_state == UploadState.READY and ready.sha256 == sha256(data)
+    assert await storage.size(ready.storage_key) == len(data)
