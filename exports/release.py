@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 
 from exports import checksums, metadata, schema
 from exports.dwca import DarwinCoreArchive, eml_xml
-from exports.observations import Lookup, published_batch
+from exports.observations import Lookup, by_year, normalized, published_batch
 from exports.parquet import TableWriter
 from exports.phenometrics import Phenometrics
 from exports.privacy import Privacy
+from exports.runs import YearRuns
 from exports.source import PhotoRow, ReleaseSource
 from schemas.dataset import SCHEMA_VERSION
 
@@ -113,43 +114,62 @@ async def build_release(
     metrics = Phenometrics()
     resources: list[dict[str, Any]] = []
     counts = {"observations": 0, "media": 0, "retracted": 0, "phenometrics": 0}
-    years = await source.years()
 
-    # Observations, one file per year; the same batches feed the archive and
-    # the phenometrics, whose rows are written year by year.
-    metrics_csv = pacsv.CSVWriter(target / "phenometrics.csv", schema.PHENOMETRICS,
-                                  write_options=pacsv.WriteOptions(quoting_style="needed"))
-
-    def finish_metrics() -> int:
-        count = 0
-        for batch in metrics.finish_year():
-            metrics_csv.write_batch(batch)
-            count += batch.num_rows
-        return count
-
-    for year in years:
-        path = data / f"observations-{year}.parquet"
-        writer = TableWriter(path, schema.OBSERVATIONS, {**kv, "year": str(year)})
-
-        def step(rows: dict[str, list[Any]], year: int = year,
-                 writer: TableWriter = writer) -> int:
-            batch = published_batch(rows, lookup, privacy, year)
-            writer.write(batch)
-            dwca.add(batch)
-            metrics.add(batch)
+    # Observations, read once in storage order, split by year and sorted in
+    # bounded memory (exports.runs); then one file per year, whose sorted
+    # batches also feed the archive and the phenometrics.
+    runs = YearRuns(target / ".runs")
+    try:
+        def spill(batch: pa.RecordBatch) -> int:
+            for year, rows in by_year(normalized(batch, lookup)):
+                runs.add(year, rows)
             return batch.num_rows
 
-        try:
-            async for rows in _prefetch(source.observations(year)):
-                written = await asyncio.to_thread(step, rows)
-                progress("observations", len(rows["id"]))
-                counts["observations"] += written
-        finally:
-            await asyncio.to_thread(writer.close)
-        counts["phenometrics"] += await asyncio.to_thread(finish_metrics)
-        resources.append(metadata.resource(
-            f"observations-{year}", "observations", f"data/{path.name}", "parquet", writer.rows
-        ))
+        async for batch in _prefetch(source.observations()):
+            await asyncio.to_thread(spill, batch)
+        await asyncio.to_thread(runs.finish)
+        years = runs.years()
+        metrics_csv = pacsv.CSVWriter(target / "phenometrics.csv", schema.PHENOMETRICS,
+                                      write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+        def finish_metrics() -> int:
+            count = 0
+            for batch in metrics.finish_year():
+                metrics_csv.write_batch(batch)
+                count += batch.num_rows
+            return count
+
+        for year in years:
+            path = data / f"observations-{year}.parquet"
+            writer = TableWriter(path, schema.OBSERVATIONS, {**kv, "year": str(year)})
+            merged = runs.merged(year)
+
+            def step(writer: TableWriter = writer,
+                     merged: Generator[pa.RecordBatch, None, None] = merged) -> int:
+                rows = next(merged, None)
+                if rows is None:
+                    return -1
+                batch = published_batch(rows, lookup, privacy)
+                writer.write(batch)
+                dwca.add(batch)
+                metrics.add(batch)
+                return batch.num_rows
+
+            try:
+                while (written := await asyncio.to_thread(step)) >= 0:
+                    progress("observations", written)
+                    counts["observations"] += written
+            finally:
+                await asyncio.to_thread(merged.close)
+                await asyncio.to_thread(writer.close)
+            counts["phenometrics"] += await asyncio.to_thread(finish_metrics)
+            resources.append(metadata.resource(
+                f"observations-{year}", "observations", f"data/{path.name}", "parquet",
+                writer.rows,
+            ))
+        progress("observations", 0)
+    finally:
+        await asyncio.to_thread(runs.remove)
 
     # Site phenometrics.
     metrics_csv.close()
