@@ -12,8 +12,11 @@ need Python (pseudonyms, UTC offsets) run once per distinct value:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from datetime import date, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -86,9 +89,32 @@ class Lookup:
         return pc.index_in(ids, value_set=self.phase_ids)
 
 
-def _iso(seconds: pa.Array) -> pa.Array:
-    """ISO 8601 text of second timestamps (a cast is ten times faster than strftime)."""
-    return pc.replace_substring(seconds.cast(pa.string()), " ", "T", max_replacements=1)
+_EPOCH = date(1970, 1, 1)
+_US_PER_S = 1_000_000
+_S_PER_DAY = 86_400
+
+
+@functools.cache
+def _times_of_day() -> pa.Array:
+    """"HH:MM:SS" of every second of a day, to ``take`` from."""
+    return pa.array([f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60)
+                     for s in range(60)], pa.string())
+
+
+def _iso(micros: pa.Array, suffix: pa.Array | str) -> pa.Array:
+    """"YYYY-MM-DDTHH:MM:SS" + ``suffix`` of microsecond instants (whole
+    seconds: the fraction is dropped).  Dates are formatted once per distinct
+    day and times taken from a table of the day's seconds: ten times faster
+    than casting timestamps to text."""
+    seconds = np.floor_divide(micros.cast(pa.int64()).to_numpy(), _US_PER_S)
+    days = np.floor_divide(seconds, _S_PER_DAY)
+    unique, inverse = np.unique(days, return_inverse=True)
+    dates = pa.array([(_EPOCH + timedelta(days=int(d))).isoformat() for d in unique],
+                     pa.string())
+    return pc.binary_join_element_wise(
+        dates.take(pa.array(inverse.reshape(-1))), "T",
+        _times_of_day().take(pa.array(seconds - days * _S_PER_DAY)), suffix, "",
+    )
 
 
 def _empty_to_null(text: pa.Array) -> pa.Array:
@@ -97,13 +123,18 @@ def _empty_to_null(text: pa.Array) -> pa.Array:
 
 def _flags(values: pa.Array) -> pa.Array:
     """'|'-joined codes (empty or null: none) as lists of codes."""
-    n = len(values)
     text = pc.fill_null(values, "")
-    if not pc.any(pc.not_equal(text, "")).as_py():  # no row has a flag: n empty lists
-        return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), n + 1),
+    none = pc.equal(text, "").to_numpy(zero_copy_only=False)
+    if none.all():  # no row has a flag: n empty lists
+        return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), len(text) + 1),
                                         pa.array([], pa.string()))
-    return pa.array([s.split("|") if s else [] for s in text.to_pylist()],
-                    pa.list_(pa.string()))
+    split = pc.split_pattern(text, "|")
+    # An empty text splits into [""]: drop that one value, so the list is empty.
+    lengths = np.where(none, 0, pc.list_value_length(split).to_numpy())
+    parents = pc.list_parent_indices(split).to_numpy()
+    values = pc.list_flatten(split).filter(pa.array(~none[parents]))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def _offset_suffixes(offsets: pa.Array) -> pa.Array:
@@ -140,25 +171,14 @@ def normalized(batch: pa.RecordBatch, lookup: Lookup) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(columns, schema=NORMALIZED)
 
 
-def by_year(batch: pa.RecordBatch) -> list[tuple[int, pa.RecordBatch]]:
-    """The rows of a normalized batch, split by local year."""
-    years = batch.column("_year")
-    found = pc.unique(years).to_pylist()
-    if len(found) == 1:
-        return [(int(found[0]), batch)]
-    return [(int(y), batch.filter(pc.equal(years, y))) for y in found]
-
-
 def published_batch(rows: pa.RecordBatch, lookup: Lookup, privacy: Privacy) -> pa.RecordBatch:
     """The published form of normalized ``rows``, in the same (published) order."""
     n = rows.num_rows
     observed = rows.column("observed_at")
     offsets = rows.column("offset_min")
     local = _local(observed, offsets)
-    seconds = local.cast(pa.timestamp("s"), safe=False)
-    event_date = pc.binary_join_element_wise(_iso(seconds), _offset_suffixes(offsets), "")
-    # A UTC timestamp casts to "YYYY-MM-DD HH:MM:SSZ".
-    modified = _iso(rows.column("modified").cast(pa.timestamp("s", tz="UTC"), safe=False))
+    event_date = _iso(local, _offset_suffixes(offsets))
+    modified = _iso(rows.column("modified"), "Z")
     taxon = lookup.taxon_index(rows.column("taxon_id"))
     phase = lookup.phase_index(rows.column("phenophase_id"))
     pseudonyms = privacy.pseudonyms(rows.column("user_id"))

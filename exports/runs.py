@@ -2,9 +2,9 @@
 
 The source reads observations in storage order (the cheapest read there is);
 the release wants each year sorted by instant, scientificName and
-occurrenceID.  Normalized batches are split by year and held in memory until
-``budget_rows`` rows wait; then every year's rows are sorted and spilled as
-one *run* (an Arrow IPC file of small batches) each.  ``merged(year)`` reads a
+occurrenceID.  Normalized batches are held in memory until ``budget_rows``
+rows wait; then they are sorted by year and in published order, and each
+year's share is spilled as one *run* (an Arrow IPC file of small batches).  ``merged(year)`` reads a
 year's runs a small batch at a time and yields the year's rows in order: at
 each step, the rows before the smallest "last instant" of the runs' loaded
 batches are complete (no run can hold an earlier one further on), so they
@@ -18,13 +18,14 @@ import shutil
 from collections.abc import Generator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from exports.observations import NORMALIZED, SORT_KEYS, UTC_US
 
 #: Rows held in memory (all years together) before they are spilled.
-BUDGET_ROWS = 400_000
+BUDGET_ROWS = 200_000
 #: Rows per batch of a run file: what merging keeps in memory per run.
 RUN_BATCH_ROWS = 8_192
 
@@ -36,38 +37,46 @@ class YearRuns:
         workdir.mkdir(parents=True, exist_ok=True)
         self.budget_rows = budget_rows
         self.run_batch_rows = run_batch_rows
-        self._waiting: dict[int, list[pa.RecordBatch]] = {}
+        self._waiting: list[pa.RecordBatch] = []
         self._waiting_rows = 0
         self._runs: dict[int, list[Path]] = {}
         self.rows = 0
 
-    def add(self, year: int, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Normalized rows of any years (``exports.observations.normalized``)."""
         if not batch.num_rows:
             return
-        self._waiting.setdefault(year, []).append(batch)
+        self._waiting.append(batch)
         self._waiting_rows += batch.num_rows
         self.rows += batch.num_rows
         if self._waiting_rows >= self.budget_rows:
             self.spill()
 
     def spill(self) -> None:
-        """Sort and write every year's waiting rows as one run each."""
-        for year in sorted(self._waiting):
-            batches = self._waiting.pop(year)
-            table = pa.Table.from_batches(batches, NORMALIZED)
-            del batches
-            table = table.take(pc.sort_indices(table, SORT_KEYS))
+        """Sort the waiting rows by year, then in published order, and write
+        each year's share as one run."""
+        if not self._waiting:
+            return
+        table = pa.Table.from_batches(self._waiting, NORMALIZED)
+        self._waiting = []
+        self._waiting_rows = 0
+        table = table.take(pc.sort_indices(table, [("_year", "ascending"), *SORT_KEYS]))
+        years = table["_year"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, years[1:] != years[:-1]])
+        ends = np.r_[starts[1:], len(years)]
+        for start, end in zip(starts, ends, strict=True):
+            year = int(years[start])
             runs = self._runs.setdefault(year, [])
             path = self.workdir / f"{year}-{len(runs):05d}.arrow"
             with pa.OSFile(str(path), "wb") as sink, \
                     pa.ipc.new_file(sink, NORMALIZED) as writer:
-                for batch in table.to_batches(max_chunksize=self.run_batch_rows):
+                part = table.slice(int(start), int(end - start))
+                for batch in part.to_batches(max_chunksize=self.run_batch_rows):
                     writer.write_batch(batch)
             runs.append(path)
-        self._waiting_rows = 0
 
     def years(self) -> list[int]:
-        return sorted(set(self._runs) | set(self._waiting))
+        return sorted(self._runs)
 
     def merged(self, year: int) -> Generator[pa.RecordBatch, None, None]:
         """The year's rows in published order, in batches; its runs are
