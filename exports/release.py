@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 from collections.abc import AsyncIterator, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,6 +83,10 @@ def _quiet(stage: str, rows: int) -> None:
     return None
 
 
+_M_ARENA_MAX = -8  # glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
 def _returning_memory_pool() -> None:
     """jemalloc for Arrow, where the wheel has it: Arrow's default (mimalloc)
     keeps what the export freed, so the process's RSS stays at its peak; with
@@ -90,6 +95,15 @@ def _returning_memory_pool() -> None:
     with contextlib.suppress(NotImplementedError, pa.ArrowNotImplementedError):
         if pa.default_memory_pool().backend_name != "jemalloc":
             pa.set_memory_pool(pa.jemalloc_memory_pool())
+            pa.jemalloc_set_decay_ms(0)
+    # glibc's malloc (Python objects, the IPC bytes read from the SQLite
+    # reader's pipe) keeps freed memory in one arena per thread and raises
+    # its mmap threshold as large blocks are freed, so the RSS creeps up:
+    # two arenas, and blocks of 1 MiB or more always mapped (freed at once).
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, 2)
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
 
 
 def _write_csv(path: Path, table: pa.Table) -> None:

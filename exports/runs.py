@@ -3,12 +3,13 @@
 The source reads observations in storage order (the cheapest read there is);
 the release wants each year sorted by instant, scientificName and
 occurrenceID.  Normalized batches are held in memory until ``budget_rows``
-rows wait; then they are sorted by year and in published order, and each
-year's share is spilled as one *run* (an Arrow IPC file of small batches).  ``merged(year)`` reads a
+rows wait; then they are sorted by year and instant, and each year's share
+is spilled as one *run* (an Arrow IPC file of small batches).  ``merged(year)`` reads a
 year's runs a small batch at a time and yields the year's rows in order: at
 each step, the rows before the smallest "last instant" of the runs' loaded
 batches are complete (no run can hold an earlier one further on), so they
-are sorted together and yielded.  Memory is the budget while reading and one
+are sorted together by instant, scientificName and occurrenceID and yielded
+(every row of an instant is in the same step).  Memory is the budget while reading and one
 small batch per run while merging, however many rows there are.
 """
 
@@ -60,7 +61,9 @@ class YearRuns:
         table = pa.Table.from_batches(self._waiting, NORMALIZED)
         self._waiting = []
         self._waiting_rows = 0
-        table = table.take(pc.sort_indices(table, [("_year", "ascending"), *SORT_KEYS]))
+        # By instant only: merging sorts each step's rows by every key, and
+        # all rows of one instant are merged in one step.
+        table = table.take(pc.sort_indices(table, [("_year", "ascending"), SORT_KEYS[0]]))
         years = table["_year"].to_numpy()
         starts = np.flatnonzero(np.r_[True, years[1:] != years[:-1]])
         ends = np.r_[starts[1:], len(years)]
