@@ -9,8 +9,9 @@ year's runs a small batch at a time and yields the year's rows in order: at
 each step, the rows before the smallest "last instant" of the runs' loaded
 batches are complete (no run can hold an earlier one further on), so they
 are sorted together by instant, scientificName and occurrenceID and yielded
-(every row of an instant is in the same step).  Memory is the budget while reading and one
-small batch per run while merging, however many rows there are.
+(every row of an instant is in the same step).  Memory is the budget while
+reading and ``MERGE_ROWS`` shared by the runs while merging, however many
+rows there are.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from exports.observations import NORMALIZED, SORT_KEYS, UTC_US
 
 #: Rows held in memory (all years together) before they are spilled.
 BUDGET_ROWS = 200_000
-#: Rows per batch of a run file: what merging keeps in memory per run.
-RUN_BATCH_ROWS = 8_192
+#: Rows per batch of a run file (the unit merging reads).
+RUN_BATCH_ROWS = 1_024
+#: Rows merging keeps loaded, all runs of a year together: each run loads
+#: ``MERGE_ROWS / runs`` rows at a time, so memory does not grow with the
+#: number of runs (which grows with the rows).
+MERGE_ROWS = 65_536
 
 
 class YearRuns:
@@ -93,10 +98,13 @@ class YearRuns:
             def more(i: int) -> bool:
                 return next_batch[i] < readers[i].num_record_batches
 
+            per_load = max(1, MERGE_ROWS // (max(1, len(readers)) * self.run_batch_rows))
+
             def load(i: int) -> pa.Table:
-                batch = readers[i].get_batch(next_batch[i])
-                next_batch[i] += 1
-                return pa.Table.from_batches([batch], NORMALIZED)
+                end = min(next_batch[i] + per_load, readers[i].num_record_batches)
+                batches = [readers[i].get_batch(b) for b in range(next_batch[i], end)]
+                next_batch[i] = end
+                return pa.Table.from_batches(batches, NORMALIZED)
 
             loaded = [pa.Table.from_batches([], NORMALIZED) for _ in readers]
             while True:
