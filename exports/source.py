@@ -1,10 +1,10 @@
 """What an export reads: a small interface the server implements.
 
 ``exports`` never imports the server or its ORM; the server hands a
-``ReleaseSource`` to ``exports.release.build_release``.  Observation rows come
-in batches of plain column lists, so the exporter turns each batch into Arrow
-arrays without touching one row at a time, and memory stays bounded by the
-batch size however large the database is.
+``ReleaseSource`` to ``exports.release.build_release``.  Observations come as
+Arrow record batches in no particular order (the database's storage order is
+the cheapest read); the exporter sorts each year in bounded memory
+(``exports.runs``), so memory stays flat however large the database is.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: Keys of an observation batch (each a list of equal length).  ``taxon_id``
+#: Columns of an observation batch (a ``pyarrow.RecordBatch``).  ``taxon_id``
 #: and ``phenophase_id`` are the effective ones (a reviewer's correction
-#: replaces the observer's choice); ``observed_at`` is UTC, as a timezone-aware
-#: datetime or an ISO 8601 string; ``notes`` is None unless the project
-#: publishes notes; ``flags`` holds a list of quality-flag codes per row, or is
-#: None when no row of the batch has a flag.
+#: replaces the observer's choice); ``observed_at`` and ``modified`` are UTC,
+#: as timestamps or ISO 8601 text; ``intensity`` and ``notes`` are empty text
+#: when there is none (``notes`` unless the project publishes notes);
+#: ``flags`` holds the row's quality-flag codes joined by "|" in code order
+#: (empty: none); ``uncertainty_m`` may be null, or the batch may carry an
+#: ``uncertainty_null`` column that is true where it is unknown.
 OBSERVATION_KEYS = (
     "id",
     "user_id",
@@ -39,8 +41,6 @@ OBSERVATION_KEYS = (
     "modified",
     "flags",
 )
-
-ObservationBatch = dict[str, Any]  # key -> list of values (``flags``: or None)
 
 
 @dataclass(frozen=True)
@@ -79,16 +79,9 @@ class ReleaseSource(Protocol):
         """How many observations will be published (for progress)."""
         ...
 
-    async def years(self) -> list[int]:
-        """Years (local time of the observation) that have observations."""
-        ...
-
-    def observations(self, year: int) -> AsyncIterator[ObservationBatch]:
-        """The year's observations in batches, ordered by ``observed_at``.
-
-        A batch never splits rows with the same ``observed_at``, so sorting
-        each batch by (eventDate, scientificName) sorts the whole year.
-        """
+    def observations(self) -> AsyncIterator[Any]:
+        """Every published observation once, as ``pyarrow.RecordBatch``es with
+        the columns of ``OBSERVATION_KEYS``, in any order."""
         ...
 
     async def taxa(self) -> list[TaxonRow]: ...

@@ -1,85 +1,49 @@
 """The database side of a release: ``exports.source.ReleaseSource`` over the
-database, with raw SQL streamed from one cursor per year.
+database.
 
-Raw SQL on purpose: the export reads every published row, and building a
-model object per row would cost more than the rest of the export.  A year is
-one query along the ``(observed_at, id)`` index, read in chunks of
-``PAGE_ROWS``, so memory is bounded by the chunk size.
+Observations are read once, in storage order (a plain table scan, the
+cheapest read there is), straight into Arrow record batches by ADBC
+(``exports.arrow_reader``); the exporter sorts them per year in bounded
+memory.  On SQLite the ADBC read runs in a child process, read-only: ADBC's
+own copy of SQLite, opened in the server's process, would drop the server's
+POSIX locks on the database file when it closed it.  The small tables
+(taxa, phenophases, photos) are read with the server's connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from exports.source import (
-    OBSERVATION_KEYS,
-    ObservationBatch,
-    PhenophaseRow,
-    PhotoRow,
-    TaxonRow,
-)
+from exports.source import PhenophaseRow, PhotoRow, TaxonRow
 from server.database import Database
 
 PAGE_ROWS = 20_000
-#: Local time is at most 14 hours from UTC: a year's rows lie in this margin
-#: around the UTC year, and the exporter keeps those of the right local year.
-ZONE_MARGIN = timedelta(hours=14)
 PUBLISHED = "o.is_deleted = false AND o.review_status <> 'rejected'"
-
-_COLUMNS = """
-    o.id, o.user_id, o.project_id,
-    COALESCE(o.verified_taxon_id, o.taxon_id) AS taxon_id,
-    COALESCE(o.verified_phenophase_id, o.phenophase_id) AS phenophase_id,
-    o.status, o.intensity, o.observed_at, o.observed_utc_offset_min,
-    o.latitude, o.longitude, o.coordinate_uncertainty_m, o.geoprivacy,
-    {notes} AS notes,
-    o.license, o.review_status, o.server_updated_at, o.flag_count
-"""
-_FLAG_COUNT = len(OBSERVATION_KEYS) - 1  # index of flag_count in a row
-
-
-def _sqlite_reader(path: str) -> sqlite3.Connection:
-    # Used by one worker thread at a time, never two at once.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-
-
-def _columns(rows: list[Any]) -> ObservationBatch:
-    """Rows to lists of columns (without ``flag_count``)."""
-    columns = [list(c) for c in zip(*rows, strict=True)]
-    return dict(zip(OBSERVATION_KEYS[:-1], columns[:-1], strict=True))
 
 
 class DatabaseReleaseSource:
-    def __init__(self, connection: BaseDBAsyncClient, dialect: str,
-                 page_rows: int = PAGE_ROWS, sqlite_path: str = "") -> None:
+    def __init__(self, connection: BaseDBAsyncClient, dialect: str, url: str,
+                 page_rows: int = PAGE_ROWS) -> None:
         self.conn = connection
         self.sqlite = dialect == "sqlite"
-        self.sqlite_path = sqlite_path
+        self.url = url
+        self.sqlite_path = url[len("sqlite://"):] if self.sqlite else ""
         self.page_rows = page_rows
 
     @classmethod
     def of(cls, database: Database) -> DatabaseReleaseSource:
-        path = database.url[len("sqlite://"):] if database.dialect == "sqlite" else ""
-        return cls(database.connection(), database.dialect, sqlite_path=path)
+        return cls(database.connection(), database.dialect, database.url)
 
     def _ph(self, index: int) -> str:
         return "?" if self.sqlite else f"${index}"
 
     def _in(self, count: int, start: int = 1) -> str:
         return ", ".join(self._ph(start + i) for i in range(count))
-
-    def _when(self, moment: datetime) -> Any:
-        # SQLite keeps datetimes as ISO text in UTC; compare text with text.
-        if self.sqlite:
-            return moment.astimezone(UTC).isoformat(sep=" ")
-        return moment
 
     async def _rows(self, sql: str, values: Sequence[Any] = ()) -> list[Any]:
         _, rows = await self.conn.execute_query(sql, list(values))
@@ -89,88 +53,54 @@ class DatabaseReleaseSource:
         rows = await self._rows(f"SELECT count(*) FROM observations o WHERE {PUBLISHED}")
         return int(rows[0][0])
 
-    async def years(self) -> list[int]:
-        if self.sqlite:
-            local = ("CAST(strftime('%Y', o.observed_at, "
-                     "o.observed_utc_offset_min || ' minutes') AS INTEGER)")
-        else:
-            local = ("CAST(extract(year FROM (o.observed_at AT TIME ZONE 'UTC') "
-                     "+ make_interval(mins => o.observed_utc_offset_min)) AS INTEGER)")
-        rows = await self._rows(
-            f"SELECT DISTINCT {local} AS y FROM observations o WHERE {PUBLISHED} ORDER BY y"
-        )
-        return [int(r[0]) for r in rows]
+    async def observations(self) -> AsyncIterator[Any]:
+        """Every published observation in storage order, as Arrow record
+        batches read by ADBC (``exports.arrow_reader``): SQLite in a child
+        process, PostgreSQL in one ``COPY`` (one snapshot)."""
+        from exports import arrow_reader
 
-    async def observations(self, year: int) -> AsyncIterator[ObservationBatch]:
-        start = self._when(datetime(year, 1, 1, tzinfo=UTC) - ZONE_MARGIN)
-        end = self._when(datetime(year + 1, 1, 1, tzinfo=UTC) + ZONE_MARGIN)
-        p = self._ph
         # Notes only of the projects that publish them: their ids are few, and
         # a join per row would cost a fifth of the read.
         noting = [int(r[0]) for r in await self._rows(
             "SELECT id FROM projects WHERE publish_notes = true ORDER BY id"
         )]
-        notes = (f"CASE WHEN o.project_id IN ({', '.join(map(str, noting))}) THEN o.notes END"
-                 if noting else "NULL")
-        sql = (
-            f"SELECT {_COLUMNS.format(notes=notes)} FROM observations o "
-            f"WHERE {PUBLISHED} AND o.observed_at >= {p(1)} AND o.observed_at < {p(2)} "
-            "ORDER BY o.observed_at, o.id"
-        )
-        carry: list[Any] = []
-        async for chunk in self._stream(sql, [start, end]):
-            rows = carry + chunk if carry else chunk
-            # Hold back the rows that share the last instant: the next chunk
-            # may hold more of them, and a batch never splits an instant.
-            last = rows[-1][7]
-            cut = len(rows)
-            while cut and rows[cut - 1][7] == last:
-                cut -= 1
-            carry, rows = rows[cut:], rows[:cut]
-            if rows:
-                yield await self._batch(rows)
-        if carry:
-            yield await self._batch(carry)
-
-    async def _stream(self, sql: str, values: Sequence[Any]) -> AsyncIterator[list[Any]]:
-        """The rows of one query in chunks, from one server-side cursor.
-
-        One plain cursor read is the cheapest way through millions of rows:
-        no page queries, no ORM objects.  SQLite reads on its own read-only
-        connection in a worker thread (WAL: writers go on meanwhile);
-        PostgreSQL reads in a read-only REPEATABLE READ transaction, so the
-        rows are one snapshot.
-        """
+        sql = self._observations_sql(noting)
         if self.sqlite:
-            con = await asyncio.to_thread(_sqlite_reader, self.sqlite_path)
-            try:
-                cursor = await asyncio.to_thread(con.execute, sql, list(values))
-                while chunk := await asyncio.to_thread(cursor.fetchmany, self.page_rows):
-                    yield chunk
-            finally:
-                con.close()
-            return
-        async with self.conn.acquire_connection() as raw:
-            async with raw.transaction(isolation="repeatable_read", readonly=True):
-                cursor = await raw.cursor(sql, *values)
-                while chunk := await cursor.fetch(self.page_rows):
-                    yield chunk
+            batches = arrow_reader.sqlite_batches(self.sqlite_path, sql)
+        else:
+            batches = arrow_reader.postgres_batches(self.url, sql)
+        try:
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                yield batch
+        finally:
+            await asyncio.to_thread(batches.close)
 
-    async def _batch(self, rows: list[Any]) -> ObservationBatch:
-        flagged = [r[0] for r in rows if r[_FLAG_COUNT]]
-        codes: dict[str, list[str]] = {}
-        for start in range(0, len(flagged), 5000):
-            chunk = flagged[start : start + 5000]
-            found = await self._rows(
-                "SELECT observation_id, code FROM quality_flags "
-                f"WHERE observation_id IN ({self._in(len(chunk))}) ORDER BY observation_id, code",
-                chunk,
-            )
-            for observation_id, code in found:
-                codes.setdefault(observation_id, []).append(code)
-        batch = await asyncio.to_thread(_columns, rows)
-        batch["flags"] = [codes.get(i, []) for i in batch["id"]] if codes else None
-        return batch
+    def _observations_sql(self, noting: list[int]) -> str:
+        """No column is ever NULL (the SQLite driver types a column by its first
+        rows): empty text stands for none, and the exporter reads it so."""
+        notes = (f"CASE WHEN o.project_id IN ({', '.join(map(str, noting))}) "
+                 "THEN o.notes ELSE '' END" if noting else "''")
+        if self.sqlite:
+            flags = ("(SELECT group_concat(code, '|') FROM (SELECT q.code FROM quality_flags q "
+                     "WHERE q.observation_id = o.id ORDER BY q.code))")
+            uncertainty = "o.coordinate_uncertainty_m"
+        else:
+            flags = ("(SELECT string_agg(q.code, '|' ORDER BY q.code) FROM quality_flags q "
+                     "WHERE q.observation_id = o.id)")
+            uncertainty = "o.coordinate_uncertainty_m::float8"
+        return f"""
+            SELECT o.id, o.user_id, o.project_id,
+                COALESCE(o.verified_taxon_id, o.taxon_id) AS taxon_id,
+                COALESCE(o.verified_phenophase_id, o.phenophase_id) AS phenophase_id,
+                o.status, COALESCE(o.intensity, '') AS intensity, o.observed_at,
+                o.observed_utc_offset_min AS offset_min, o.latitude, o.longitude,
+                COALESCE({uncertainty}, -1.0) AS uncertainty_m,
+                {uncertainty} IS NULL AS uncertainty_null,
+                o.geoprivacy, {notes} AS notes, o.license, o.review_status,
+                o.server_updated_at AS modified,
+                CASE WHEN o.flag_count > 0 THEN COALESCE({flags}, '') ELSE '' END AS flags
+            FROM observations o WHERE {PUBLISHED}
+        """
 
     async def taxa(self) -> list[TaxonRow]:
         rows = await self._rows(
