@@ -162,7 +162,7 @@ async def build_release(
             return batch.num_rows
 
         async for batch in _prefetch(source.observations()):
-            await asyncio.to_thread(spill, batch)
+            progress("reading", await asyncio.to_thread(spill, batch))
         await asyncio.to_thread(runs.finish)
         years = runs.years()
         metrics_csv = pacsv.CSVWriter(target / "phenometrics.csv", schema.PHENOMETRICS,

@@ -311,11 +311,20 @@ def publish(settings: Settings, version: str | None) -> None:
     async def work(db: Database) -> Any:
         await db.migrate()
         total = await DatabaseReleaseSource.of(db).count()
-        with click.progressbar(length=total, label="Observations", file=sys.stderr,
+        # Two passes over the observations: read (and sorted into runs per
+        # year), then written; the bar counts each.
+        with click.progressbar(length=total, label="Reading observations", file=sys.stderr,
                                show_pos=True) as bar:
+            writing = False
 
             def progress(stage: str, rows: int) -> None:
-                if stage == "observations":
+                nonlocal writing
+                if stage == "reading":
+                    bar.update(rows)
+                elif stage == "observations":
+                    if not writing:
+                        writing = True
+                        bar.label, bar.pos = "Writing observations", 0
                     bar.update(rows)
                 else:
                     bar.label = stage.capitalize()

@@ -79,7 +79,9 @@ async def test_publish_writes_a_release_and_refuses_to_overwrite_it(db: Starlett
         done = phenosync(db, "publish", "--version", "2.1.0")
         assert done.returncode == 0, done.stderr
         assert "Published release 2.1.0: 3 observations" in done.stdout
-        assert "Observations" in done.stderr  # the progress bar
+        # The progress bar, through both passes over the observations.
+        assert "Reading observations" in done.stderr, done.stderr
+        assert "Writing observations" in done.stderr, done.stderr
         assert (releases / "2.1.0" / "SHA256SUMS").exists()
         again = phenosync(db, "publish", "--version", "2.1.0")
         assert again.returncode != 0 and "exists already" in again.stderr
