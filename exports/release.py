@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,18 +51,23 @@ class ReleaseSummary:
     sha256sums: str = ""
 
 
-async def _prefetch(batches: AsyncIterator[T], depth: int = 2) -> AsyncIterator[T]:
+async def _prefetch(batches: AsyncGenerator[T, None], depth: int = 2) -> AsyncGenerator[T, None]:
     """Read the next batches while the current one is transformed and written:
     the database and the writer work at the same time, and at most ``depth``
     batches wait in memory."""
     queue: asyncio.Queue[tuple[T | None, bool]] = asyncio.Queue(maxsize=depth)
 
     async def produce() -> None:
-        try:
-            async for batch in batches:
-                await queue.put((batch, False))
-        finally:
-            await queue.put((None, True))
+        async with contextlib.aclosing(batches) as reading:
+            try:
+                async for batch in reading:
+                    await queue.put((batch, False))
+            except asyncio.CancelledError:
+                raise  # the consumer is gone: no end mark (the queue may be full)
+            except BaseException:
+                await queue.put((None, True))  # the consumer re-raises it
+                raise
+        await queue.put((None, True))
 
     task = asyncio.create_task(produce())
     try:
@@ -161,8 +166,11 @@ async def build_release(
             runs.add(normalized(batch, lookup))
             return batch.num_rows
 
-        async for batch in _prefetch(source.observations()):
-            progress("reading", await asyncio.to_thread(spill, batch))
+        # Closed at once when a step fails (the reader holds a connection or a
+        # child process), not whenever the generator is collected.
+        async with contextlib.aclosing(_prefetch(source.observations())) as batches:
+            async for batch in batches:
+                progress("reading", await asyncio.to_thread(spill, batch))
         await asyncio.to_thread(runs.finish)
         years = runs.years()
         metrics_csv = pacsv.CSVWriter(target / "phenometrics.csv", schema.PHENOMETRICS,

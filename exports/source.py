@@ -9,7 +9,7 @@ the cheapest read); the exporter sorts each year in bounded memory
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,7 +79,7 @@ class ReleaseSource(Protocol):
         """How many observations will be published (for progress)."""
         ...
 
-    def observations(self) -> AsyncIterator[Any]:
+    def observations(self) -> AsyncGenerator[Any, None]:
         """Every published observation once, as ``pyarrow.RecordBatch``es with
         the columns of ``OBSERVATION_KEYS``, in any order."""
         ...

@@ -13,8 +13,9 @@ POSIX locks on the database file when it closed it.  The small tables
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -53,7 +54,7 @@ class DatabaseReleaseSource:
         rows = await self._rows(f"SELECT count(*) FROM observations o WHERE {PUBLISHED}")
         return int(rows[0][0])
 
-    async def observations(self) -> AsyncIterator[Any]:
+    async def observations(self) -> AsyncGenerator[Any, None]:
         """Every published observation in storage order, as Arrow record
         batches read by ADBC (``exports.arrow_reader``): SQLite in a child
         process, PostgreSQL in one ``COPY`` (one snapshot)."""
@@ -69,10 +70,21 @@ class DatabaseReleaseSource:
             batches = arrow_reader.sqlite_batches(self.sqlite_path, sql)
         else:
             batches = arrow_reader.postgres_batches(self.url, sql)
+        step: asyncio.Future[Any] | None = None
         try:
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+            while True:
+                step = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                batch = await asyncio.shield(step)  # a cancelled read runs on
+                step = None
+                if batch is None:
+                    break
                 yield batch
         finally:
+            # A generator cannot be closed while its thread runs it ("generator
+            # already executing"): the read under way ends first.
+            if step is not None:
+                with contextlib.suppress(Exception):
+                    await step
             await asyncio.to_thread(batches.close)
 
     def _observations_sql(self, noting: list[int]) -> str:
