@@ -8,7 +8,7 @@ by the caller, so a push batch commits whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,17 @@ class PushStore(Protocol):
         ...
 
 
+class Change(NamedTuple):
+    """A row of a pull page: the record as the wire sends it, built once, and
+    beside it what the pull decides by (never sent)."""
+
+    seq: int  # the row's updated_seq: pages are ordered by it
+    created_seq: int
+    deleted: bool
+    device: str | None  # the device that pushed the row last
+    record: dict[str, Any]
+
+
 class PullStore(Protocol):
     async def current_seq(self) -> int: ...
 
@@ -102,8 +113,7 @@ class PullStore(Protocol):
 
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Change]:
         """Rows of ``table`` the user may see with ``updated_seq > after``, oldest first,
-        at most ``limit``; each a wire record plus ``_seq``, ``_created_seq`` and
-        ``_deleted``."""
+        at most ``limit``; each record holds ``id`` and ``columns`` only."""
         ...
