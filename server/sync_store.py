@@ -95,9 +95,15 @@ def pull_records(rows: Iterable[Sequence[Any]],
     """``observation_wire`` for a page of ``PULL_COLUMNS`` rows, inlined: the
     same values (tests/server/test_sync_store.py holds it to that), at a
     fraction of the cost per row.  SQLite returns timestamps as the text its
-    adapter stored (``isoformat(" ")``), PostgreSQL as datetimes."""
+    adapter stored (``isoformat(" ")``), PostgreSQL as datetimes.  The rows
+    of one push share their server timestamps: on SQLite, a text equal to the
+    last row's is not formatted again."""
     parse = datetime.fromisoformat
-    out = []
+    new = tuple.__new__  # Change(...) without NamedTuple's Python-level __new__
+    out: list[Change] = []
+    server_created_in: Any = None
+    server_updated_in: Any = None
+    server_created_at = server_updated_at = None
     for (id_, project, taxon, phenophase, status, intensity, observed, offset, latitude,
          longitude, uncertainty, geoprivacy, notes, license_, created, updated, review,
          verified_taxon, verified_phenophase, server_created, server_updated, seq,
@@ -107,8 +113,14 @@ def pull_records(rows: Iterable[Sequence[Any]],
         if observed.tzinfo is None:
             observed = observed.replace(tzinfo=UTC)
         created_ms = _stored_ms(created)
+        if server_created != server_created_in or type(server_created) is not str:
+            server_created_in = server_created
+            server_created_at = _iso_stored(server_created)
+        if server_updated != server_updated_in or type(server_updated) is not str:
+            server_updated_in = server_updated
+            server_updated_at = _iso_stored(server_updated)
         codes = flags.get(id_)
-        out.append(Change(int(seq), int(created_seq), bool(deleted), device, {
+        out.append(new(Change, (int(seq), int(created_seq), bool(deleted), device, {
             "id": id_,
             "project_id": project,
             "taxon_id": taxon,
@@ -128,11 +140,9 @@ def pull_records(rows: Iterable[Sequence[Any]],
             "quality_flags": json.dumps(sorted(codes)) if codes else "[]",
             "verified_taxon_id": verified_taxon,
             "verified_phenophase_id": verified_phenophase,
-            "server_created_at": (server_created.replace(" ", "T", 1)
-                                  if type(server_created) is str else _iso(server_created)),
-            "server_updated_at": (server_updated.replace(" ", "T", 1)
-                                  if type(server_updated) is str else _iso(server_updated)),
-        }))
+            "server_created_at": server_created_at,
+            "server_updated_at": server_updated_at,
+        })))
     return out
 
 

@@ -80,6 +80,10 @@ async def test_pulled_observations_equal_the_plain_conversion_for_edge_values(
     await make_flag(made[2], "far_from_range")
     made[3].is_deleted = True
     await made[3].save(update_fields=["is_deleted"])
+    # Rows of one push share their server timestamps (formatted once), and the
+    # next row's differ again.
+    await Observation.filter(id__in=[made[4].id, made[5].id]).update(
+        server_created_at=MICRO, server_updated_at=WHOLE)
 
     async with in_transaction() as conn:
         fast = await OrmSyncStore(conn).changes(
@@ -97,6 +101,8 @@ async def test_pulled_observations_equal_the_plain_conversion_for_edge_values(
     assert fast[1].record["observed_at"] == "2024-03-15T05:44:59.123456+05:45"
     assert fast[3].deleted and not fast[2].deleted
     assert fast[0].record["observed_at"] == "2024-03-14T09:30:00+00:00"
+    assert [c.record["server_updated_at"] for c in fast[4:6]] == ["2024-03-14T09:30:00+00:00"] * 2
+    assert fast[6].record["server_updated_at"] != fast[5].record["server_updated_at"]
 
 
 async def test_a_page_ends_at_its_limit_after_the_cursor(db: Starlette) -> None:
