@@ -18,13 +18,25 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from schemas.observation import UploadState
 from server.models.observations import Observation, Photo
 from server.models.rows import as_datetime, insert_many, placeholder, select_in, update_many
-from server.models.sequence import current_seq, next_seq
+from server.models.sequence import COUNTER_ID, next_seq
 from server.photos import photo_record
 from server.quality.runner import References, evaluate, settle, subject
 from sync.records import format_observed_at
-from sync.store import Change, PhenophaseRef, ProjectRef, ReferenceData, StoredRecord, Wanted, Write
+from sync.store import (
+    Change,
+    Counters,
+    PhenophaseRef,
+    ProjectRef,
+    ReferenceData,
+    StoredRecord,
+    Wanted,
+    Write,
+)
 
 HORIZON_ID = 2  # a second row of the counter table: the tombstone purge horizon
+# The synced tables (schemas.sync.TABLES) and their database tables.
+SYNCED_TABLES = {"observations": "observations", "photos": "photos", "projects": "projects",
+                 "taxa": "taxa", "phenophases": "phenophases"}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -404,14 +416,17 @@ class OrmSyncStore:
     def _mark(self, position: int) -> str:
         return f"${position}" if self.conn.capabilities.dialect == "postgres" else "?"
 
-    async def current_seq(self) -> int:
-        return await current_seq(self.conn)
-
-    async def horizon(self) -> int:
-        rows = await self.conn.execute_query_dict(
-            f"SELECT value FROM sync_counter WHERE id = {HORIZON_ID}"
-        )
-        return int(rows[0]["value"]) if rows else 0
+    async def counters(self, tables: tuple[str, ...]) -> Counters:
+        """The counter, the horizon and each table's newest ``updated_seq`` (an
+        index's last entry): one round trip, and a pull queries only the
+        tables that changed after its cursor."""
+        newest = ", ".join(f"(SELECT max(updated_seq) FROM {SYNCED_TABLES[t]})" for t in tables)
+        _, rows = await self.conn.execute_query(
+            f"SELECT (SELECT value FROM sync_counter WHERE id = {COUNTER_ID}), "
+            f"(SELECT value FROM sync_counter WHERE id = {HORIZON_ID}), {newest}")
+        seq, horizon, *latest = rows[0]
+        return Counters(int(seq or 0), int(horizon or 0),
+                        {t: int(n or 0) for t, n in zip(tables, latest, strict=True)})
 
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]

@@ -82,15 +82,17 @@ async def pull(
     ``created`` after the device deleted it locally (losing the delete)."""
     check_schema_version(schema_version)
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    horizon = await store.horizon()
-    full_resync = last_pulled_at is not None and last_pulled_at < horizon
+    tables = tables_for(schema_version)
+    counters = await store.counters(tables)
+    full_resync = last_pulled_at is not None and last_pulled_at < counters.horizon
     first = last_pulled_at is None or full_resync
     after = 0 if first else int(last_pulled_at or 0)
-    snapshot = await store.current_seq()
-    tables = tables_for(schema_version)
+    snapshot = counters.seq
 
     rows: list[tuple[str, Change]] = []
     for table in tables:
+        if counters.newest[table] <= after:
+            continue  # no row of it changed after the cursor: no query
         rows.extend((table, change) for change in await store.changes(
             table, user_id, after, limit + 1, columns_for(table, schema_version)))
     rows.sort(key=lambda tc: tc[1].seq)

@@ -104,12 +104,17 @@ class Change(NamedTuple):
     record: dict[str, Any]
 
 
-class PullStore(Protocol):
-    async def current_seq(self) -> int: ...
+@dataclass(frozen=True)
+class Counters:
+    """What a pull reads first, in one query of its snapshot."""
 
-    async def horizon(self) -> int:
-        """The highest sequence number of a purged tombstone: older cursors must resync."""
-        ...
+    seq: int  # the sequence counter: the newest number handed out
+    horizon: int  # the highest number of a purged tombstone: older cursors must resync
+    newest: dict[str, int]  # per table, the highest updated_seq of its rows (0: no rows)
+
+
+class PullStore(Protocol):
+    async def counters(self, tables: tuple[str, ...]) -> Counters: ...
 
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]

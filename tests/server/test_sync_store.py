@@ -11,11 +11,11 @@ from typing import Any
 from starlette.applications import Starlette
 from tortoise.transactions import in_transaction
 
-from schemas.sync import SCHEMA_VERSION, columns_for
+from schemas.sync import SCHEMA_VERSION, columns_for, tables_for
 from server.models.accounts import User
 from server.models.observations import Observation
 from server.models.reference import Phenophase, Project, Taxon
-from server.sync_store import OrmSyncStore, flag_codes, observation_wire
+from server.sync_store import HORIZON_ID, OrmSyncStore, flag_codes, observation_wire
 from sync.store import Change
 from tests.factories import make_project, make_user
 from tests.factories_observations import make_flag, make_observation, make_phenophase, make_taxon
@@ -114,3 +114,20 @@ async def test_a_page_ends_at_its_limit_after_the_cursor(db: Starlette) -> None:
             "observations", user.id, 2, 3, columns_for("observations", SCHEMA_VERSION))
     assert [c.seq for c in page] == [3, 4, 5]
     assert [c.record["id"] for c in page] == [o.id for o in made[2:5]]
+
+
+async def test_counters_hold_the_counter_the_horizon_and_each_tables_newest_row(
+    db: Starlette,
+) -> None:
+    user, _ = await make_user()
+    project, taxon, phenophase = await make_project(), await make_taxon(), await make_phenophase()
+    await _observations(user, project, taxon, phenophase)
+    async with in_transaction() as conn:
+        store = OrmSyncStore(conn)
+        before = await store.counters(tables_for(SCHEMA_VERSION))
+        await conn.execute_query(f"INSERT INTO sync_counter (id, value) VALUES ({HORIZON_ID}, 5)")
+        after = await store.counters(("photos", "observations"))
+    assert (before.seq, before.horizon) == (project.updated_seq, 0)
+    assert before.newest == {"projects": project.updated_seq, "taxa": 0, "phenophases": 0,
+                             "observations": len(EDGES), "photos": 0}
+    assert (after.horizon, after.newest) == (5, {"photos": 0, "observations": len(EDGES)})
