@@ -14,7 +14,12 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tortoise import context as tortoise_context
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    BaseDBAsyncClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
 from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
@@ -114,6 +119,25 @@ async def run_steps(client: BaseDBAsyncClient, steps: Steps[_T], *, synced: bool
         except StopIteration as done:
             result: _T = done.value
             return result
+
+
+class _SnapshotWrapper(TransactionWrapper):
+    async def begin(self) -> None:
+        self.transaction = self._connection.transaction(isolation="repeatable_read",
+                                                        readonly=True)
+        await self.transaction.start()
+
+
+def read_snapshot(client: BaseDBAsyncClient) -> TransactionContext:
+    """``in_transaction()`` for reads that must agree with each other (a sync
+    pull: the counter and the rows).  PostgreSQL: ``BEGIN ISOLATION LEVEL
+    REPEATABLE READ READ ONLY``, one statement where ``BEGIN`` and then ``SET
+    TRANSACTION`` were two round trips (Tortoise's pooled transaction, with
+    asyncpg's isolation and read-only options).  SQLite: a transaction sees
+    one snapshot already."""
+    if isinstance(client, AsyncpgDBClient):
+        return TransactionContextPooled(_SnapshotWrapper(client), client._pool_init_lock)
+    return client._in_transaction()
 
 
 def _run_steps(conn: sqlite3.Connection, steps: Steps[_T], synced: bool) -> _T:

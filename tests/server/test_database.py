@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import httpx
 import pytest
@@ -8,7 +9,7 @@ from starlette.applications import Starlette
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
 
-from server.database import Steps, run_steps, tortoise_config
+from server.database import Steps, read_snapshot, run_steps, tortoise_config
 from server.models.sequence import current_seq, next_seq, next_seq_steps
 
 
@@ -67,6 +68,36 @@ async def test_commits_are_durable_and_writers_queue(db: Starlette) -> None:
     pragmas = {name: (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
                for name in ("journal_mode", "synchronous", "busy_timeout")}
     assert [list(p.values())[0] for p in pragmas.values()] == ["wal", 2, 30000]
+
+
+async def test_a_read_snapshot_does_not_see_a_commit_made_after_its_first_read(
+    db: Starlette,
+) -> None:
+    # What a pull relies on: the counter and the rows of one snapshot.
+    database = db.state.database
+    async with in_transaction() as conn:
+        await next_seq(conn)
+
+    async def write() -> None:
+        async with in_transaction() as conn:
+            await next_seq(conn)
+
+    outside = contextvars.copy_context()  # a task started inside would join the snapshot
+    async with read_snapshot(database.connection()) as conn:
+        first = await current_seq(conn)
+        writer = asyncio.create_task(write(), context=outside)
+        # PostgreSQL: the writer commits meanwhile; SQLite: it waits for the
+        # snapshot's lock.
+        await asyncio.wait({writer}, timeout=0.5)
+        assert await current_seq(conn) == first
+        if database.dialect == "postgres":
+            assert writer.done()
+            for name, value in (("transaction_isolation", "repeatable read"),
+                                ("transaction_read_only", "on")):
+                rows = await conn.execute_query_dict(f"SHOW {name}")
+                assert rows[0][name] == value
+    await writer
+    assert await current_seq(database.connection()) == first + 1
 
 
 async def test_steps_run_as_one_transaction(db: Starlette) -> None:
