@@ -83,15 +83,19 @@ def observation_wire(r: Mapping[str, Any], flags: list[str] | None) -> dict[str,
     }
 
 
-# What a pull reads of an observation, in the order ``pull_records`` unpacks it.
+# What a pull reads of an observation, in the order ``pull_records`` unpacks
+# it; last, the codes of its quality flags as a JSON array (or NULL), read in
+# the same statement.
 PULL_COLUMNS = (
     "id, CAST(project_id AS TEXT), CAST(taxon_id AS TEXT), CAST(phenophase_id AS TEXT), "
     "status, intensity, observed_at, observed_utc_offset_min, latitude, longitude, "
     "coordinate_uncertainty_m, geoprivacy, notes, license, client_created_at, "
     "client_updated_at, review_status, CAST(verified_taxon_id AS TEXT), "
     "CAST(verified_phenophase_id AS TEXT), server_created_at, server_updated_at, "
-    "updated_seq, created_seq, is_deleted, client_changed_device"
+    "updated_seq, created_seq, is_deleted, client_changed_device, "
+    "(SELECT {agg}(code) FROM quality_flags WHERE observation_id = observations.id)"
 )
+FLAG_AGGREGATE = {"sqlite": "json_group_array", "postgres": "json_agg"}
 _ZONES: dict[int, timezone] = {}
 
 
@@ -102,8 +106,7 @@ def _zone(offset_min: int) -> timezone:
     return zone
 
 
-def pull_records(rows: Iterable[Sequence[Any]],
-                 flags: Mapping[str, list[str]]) -> list[Change]:
+def pull_records(rows: Iterable[Sequence[Any]]) -> list[Change]:
     """``observation_wire`` for a page of ``PULL_COLUMNS`` rows, inlined: the
     same values (tests/server/test_sync_store.py holds it to that), at a
     fraction of the cost per row.  SQLite returns timestamps as the text its
@@ -119,7 +122,7 @@ def pull_records(rows: Iterable[Sequence[Any]],
     for (id_, project, taxon, phenophase, status, intensity, observed, offset, latitude,
          longitude, uncertainty, geoprivacy, notes, license_, created, updated, review,
          verified_taxon, verified_phenophase, server_created, server_updated, seq,
-         created_seq, deleted, device) in rows:
+         created_seq, deleted, device, flags) in rows:
         if type(observed) is str:
             observed = parse(observed)
         if observed.tzinfo is None:
@@ -131,7 +134,6 @@ def pull_records(rows: Iterable[Sequence[Any]],
         if server_updated != server_updated_in or type(server_updated) is not str:
             server_updated_in = server_updated
             server_updated_at = _iso_stored(server_updated)
-        codes = flags.get(id_)
         out.append(new(Change, (int(seq), int(created_seq), bool(deleted), device, {
             "id": id_,
             "project_id": project,
@@ -149,7 +151,10 @@ def pull_records(rows: Iterable[Sequence[Any]],
             "created_at": created_ms,
             "updated_at": created_ms if updated == created else _stored_ms(updated),
             "review_status": review,
-            "quality_flags": json.dumps(sorted(codes)) if codes else "[]",
+            # SQLite's empty array is "[]", PostgreSQL's NULL; a deleted
+            # record's flags are not sent.
+            "quality_flags": ("[]" if flags is None or flags == "[]" or deleted
+                              else json.dumps(sorted(json.loads(flags)))),
             "verified_taxon_id": verified_taxon,
             "verified_phenophase_id": verified_phenophase,
             "server_created_at": server_created_at,
@@ -398,14 +403,14 @@ class OrmSyncStore:
         """The hot path of every pull: rows as the driver's tuples (no dict per
         row, no model instances), each made into its wire record once."""
         m = self._mark
+        columns_sql = PULL_COLUMNS.format(agg=FLAG_AGGREGATE[self.conn.capabilities.dialect])
         _, rows = await self.conn.execute_query(
-            f"SELECT {PULL_COLUMNS} FROM observations WHERE user_id = {m(1)} "
+            f"SELECT {columns_sql} FROM observations WHERE user_id = {m(1)} "
             f"AND updated_seq > {m(2)} ORDER BY updated_seq LIMIT {m(3)}",
             [user_id, after, limit],
         )
-        flags = await flag_codes([r[0] for r in rows if not r[23]], self.conn)
         # sqlite3.Row or asyncpg Record (Tortoise's annotation says dict): tuples.
-        out = pull_records(cast("list[Sequence[Any]]", rows), flags)
+        out = pull_records(cast("list[Sequence[Any]]", rows))
         keep = {"id", *columns}
         if out and not keep >= out[0].record.keys():
             # An older schema version: the columns it knows only.

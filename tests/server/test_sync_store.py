@@ -78,6 +78,7 @@ async def test_pulled_observations_equal_the_plain_conversion_for_edge_values(
     await make_flag(made[1], "out_of_season")
     await make_flag(made[1], "duplicate_suspect")  # sorted on the wire
     await make_flag(made[2], "far_from_range")
+    await make_flag(made[3], "far_from_range")  # deleted: its flags are not sent
     made[3].is_deleted = True
     await made[3].save(update_fields=["is_deleted"])
     # Rows of one push share their server timestamps (formatted once), and the
