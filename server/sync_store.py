@@ -111,8 +111,8 @@ def pull_records(rows: Iterable[Sequence[Any]]) -> list[Change]:
     same values (tests/server/test_sync_store.py holds it to that), at a
     fraction of the cost per row.  SQLite returns timestamps as the text its
     adapter stored (``isoformat(" ")``), PostgreSQL as datetimes.  The rows
-    of one push share their server timestamps: on SQLite, a text equal to the
-    last row's is not formatted again."""
+    of one push share their server timestamps: one equal to the last row's
+    (and, a datetime, with the same UTC offset) is not formatted again."""
     parse = datetime.fromisoformat
     new = tuple.__new__  # Change(...) without NamedTuple's Python-level __new__
     out: list[Change] = []
@@ -128,10 +128,14 @@ def pull_records(rows: Iterable[Sequence[Any]]) -> list[Change]:
         if observed.tzinfo is None:
             observed = observed.replace(tzinfo=UTC)
         created_ms = _stored_ms(created)
-        if server_created != server_created_in or type(server_created) is not str:
+        if server_created != server_created_in or (
+                type(server_created) is datetime
+                and server_created.utcoffset() != server_created_in.utcoffset()):
             server_created_in = server_created
             server_created_at = _iso_stored(server_created)
-        if server_updated != server_updated_in or type(server_updated) is not str:
+        if server_updated != server_updated_in or (
+                type(server_updated) is datetime
+                and server_updated.utcoffset() != server_updated_in.utcoffset()):
             server_updated_in = server_updated
             server_updated_at = _iso_stored(server_updated)
         out.append(new(Change, (int(seq), int(created_seq), bool(deleted), device, {

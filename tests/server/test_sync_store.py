@@ -5,9 +5,12 @@ them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from tortoise.transactions import in_transaction
 
@@ -15,10 +18,17 @@ from schemas.sync import SCHEMA_VERSION, columns_for, tables_for
 from server.models.accounts import User
 from server.models.observations import Observation
 from server.models.reference import Phenophase, Project, Taxon
-from server.sync_store import HORIZON_ID, OrmSyncStore, flag_codes, observation_wire
+from server.sync_store import (
+    HORIZON_ID,
+    OrmSyncStore,
+    flag_codes,
+    observation_wire,
+    pull_records,
+)
 from sync.store import Change
 from tests.factories import make_project, make_user
 from tests.factories_observations import make_flag, make_observation, make_phenophase, make_taxon
+from tests.properties import FAST
 
 WHOLE = datetime(2024, 3, 14, 9, 30, tzinfo=UTC)
 MICRO = datetime(2024, 3, 14, 23, 59, 59, 123456, tzinfo=UTC)
@@ -132,3 +142,75 @@ async def test_counters_hold_the_counter_the_horizon_and_each_tables_newest_row(
     assert before.newest == {"projects": project.updated_seq, "taxa": 0, "phenophases": 0,
                              "observations": len(EDGES), "photos": 0}
     assert (after.horizon, after.newest) == (5, {"photos": 0, "observations": len(EDGES)})
+
+
+# --- the conversion alone, on values as either driver returns them -------------
+_ZONE = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+_STORED = st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1),
+                       timezones=_ZONE | st.just(UTC))
+
+
+def _as_stored(value: datetime | None, sqlite: bool) -> Any:
+    """SQLite holds the text its adapter wrote (``isoformat(" ")``)."""
+    return value.isoformat(" ") if sqlite and value is not None else value
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]],
+                                    list[list[str] | None]]:
+    """Rows in ``PULL_COLUMNS`` order and the same rows as ``SELECT *`` dicts."""
+    sqlite = draw(st.booleans())
+    shared = draw(_STORED)  # the server timestamps of one push
+    tuples, dicts, flags = [], [], []
+    for n in range(draw(st.integers(1, 6))):
+        observed = draw(_STORED)
+        created = draw(st.none() | _STORED)
+        updated = draw(st.none() | st.just(created) | _STORED)
+        # Equal instants in other zones too: the text differs.
+        server = [draw(st.just(shared) | st.just(shared.astimezone(draw(_ZONE))) | _STORED)
+                  for _ in range(2)]
+        codes = draw(st.none() | st.lists(st.sampled_from(["b_code", "a_code", "c"]),
+                                          min_size=1, max_size=3, unique=True))
+        deleted = draw(st.booleans())
+        row = {
+            "id": f"id-{n}", "project_id": 1, "taxon_id": 22, "phenophase_id": 333,
+            "status": "yes", "intensity": draw(st.none() | st.just("5_24")),
+            "observed_at": _as_stored(observed, sqlite),
+            "observed_utc_offset_min": draw(st.integers(-14 * 60, 14 * 60)),
+            "latitude": draw(st.floats(-90, 90)), "longitude": draw(st.floats(-180, 180)),
+            "coordinate_uncertainty_m": draw(st.none() | st.floats(0, 1e6)),
+            "geoprivacy": "open", "notes": draw(st.text(max_size=5)), "license": "CC0-1.0",
+            "client_created_at": _as_stored(created, sqlite),
+            "client_updated_at": _as_stored(updated, sqlite),
+            "review_status": "pending", "verified_taxon_id": draw(st.none() | st.just(22)),
+            "verified_phenophase_id": None,
+            "server_created_at": _as_stored(server[0], sqlite),
+            "server_updated_at": _as_stored(server[1], sqlite),
+            "updated_seq": n + 1, "created_seq": 1, "is_deleted": deleted,
+            "client_changed_device": None,
+        }
+        dicts.append(row)
+        flags.append(None if deleted else codes)
+        text = [None if row[k] is None else str(row[k]) for k in (
+            "project_id", "taxon_id", "phenophase_id", "verified_taxon_id",
+            "verified_phenophase_id")]
+        aggregate = None if codes is None else json.dumps(codes)
+        tuples.append((
+            row["id"], *text[:3], row["status"], row["intensity"], row["observed_at"],
+            row["observed_utc_offset_min"], row["latitude"], row["longitude"],
+            row["coordinate_uncertainty_m"], row["geoprivacy"], row["notes"], row["license"],
+            row["client_created_at"], row["client_updated_at"], row["review_status"],
+            *text[3:], row["server_created_at"], row["server_updated_at"], n + 1, 1,
+            int(deleted) if sqlite else deleted, None,
+            (aggregate or "[]") if sqlite else aggregate))
+    return tuples, dicts, flags
+
+
+@FAST
+@given(_rows())
+def test_pull_records_equal_observation_wire(
+    rows: tuple[list[tuple[Any, ...]], list[dict[str, Any]], list[list[str] | None]],
+) -> None:
+    tuples, dicts, flags = rows
+    fast = [c.record for c in pull_records(tuples)]
+    assert fast == [observation_wire(r, f) for r, f in zip(dicts, flags, strict=True)]
