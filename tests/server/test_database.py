@@ -6,6 +6,7 @@ import contextvars
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tortoise.exceptions import OperationalError
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
 
@@ -93,11 +94,23 @@ async def test_a_read_snapshot_does_not_see_a_commit_made_after_its_first_read(
         if database.dialect == "postgres":
             assert writer.done()
             for name, value in (("transaction_isolation", "repeatable read"),
-                                ("transaction_read_only", "on")):
+                                ("transaction_read_only", "on"), ("enable_sort", "off")):
                 rows = await conn.execute_query_dict(f"SHOW {name}")
                 assert rows[0][name] == value
     await writer
     assert await current_seq(database.connection()) == first + 1
+    if database.dialect == "postgres":  # SET LOCAL: the pooled connection is as it was
+        rows = await database.connection().execute_query_dict("SHOW enable_sort")
+        assert rows[0]["enable_sort"] == "on"
+
+
+async def test_a_read_snapshot_ends_whole_when_a_read_fails(db: Starlette) -> None:
+    database = db.state.database
+    with pytest.raises(OperationalError):
+        async with read_snapshot(database.connection()) as conn:
+            await conn.execute_query("SELECT no_such_column FROM sync_counter")
+    async with read_snapshot(database.connection()) as conn:  # the connection is usable
+        assert await current_seq(conn) >= 0
 
 
 async def test_steps_run_as_one_transaction(db: Starlette) -> None:
