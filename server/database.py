@@ -14,9 +14,15 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tortoise import context as tortoise_context
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    BaseDBAsyncClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
 from tortoise.backends.sqlite.client import SqliteClient
 from tortoise.context import TortoiseContext
+from tortoise.exceptions import TransactionManagementError
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
@@ -114,6 +120,46 @@ async def run_steps(client: BaseDBAsyncClient, steps: Steps[_T], *, synced: bool
         except StopIteration as done:
             result: _T = done.value
             return result
+
+
+# One round trip (a simple query may hold several statements).  Every query
+# of a pull page has an index in its ORDER BY: a sort is never the better plan,
+# but without statistics (a table just filled, before autovacuum's ANALYZE)
+# PostgreSQL estimates a handful of rows and sorts the user's whole history
+# for each page of 500 instead of reading the index in order.
+_SNAPSHOT_BEGIN = ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                   "SET LOCAL enable_sort = off")
+
+
+class _SnapshotWrapper(TransactionWrapper):
+    """Tortoise's pooled transaction, begun with ``_SNAPSHOT_BEGIN`` (so
+    ended with plain COMMIT and ROLLBACK: asyncpg's Transaction is not used)."""
+
+    async def begin(self) -> None:
+        await self._connection.execute(_SNAPSHOT_BEGIN)
+
+    async def commit(self) -> None:
+        await self._end("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._end("ROLLBACK")
+
+    async def _end(self, sql: str) -> None:
+        if self._finalized:
+            raise TransactionManagementError("Transaction already finalised")
+        self._finalized = True
+        await self._connection.execute(sql)
+
+
+def read_snapshot(client: BaseDBAsyncClient) -> TransactionContext:
+    """``in_transaction()`` for the reads of a sync pull page, which must
+    agree with each other (the counter and the rows).  PostgreSQL: a
+    REPEATABLE READ, READ ONLY transaction begun in one round trip (where
+    ``BEGIN`` and then ``SET TRANSACTION`` were two), with sorts off
+    (``_SNAPSHOT_BEGIN``).  SQLite: a transaction sees one snapshot already."""
+    if isinstance(client, AsyncpgDBClient):
+        return TransactionContextPooled(_SnapshotWrapper(client), client._pool_init_lock)
+    return client._in_transaction()
 
 
 def _run_steps(conn: sqlite3.Connection, steps: Steps[_T], synced: bool) -> _T:

@@ -20,9 +20,7 @@ from schemas.sync import (
     columns_for,
     tables_for,
 )
-from sync.store import PullStore
-
-META = ("_seq", "_created_seq", "_deleted", "_device")
+from sync.store import Change, PullStore
 
 
 @dataclass(frozen=True)
@@ -84,46 +82,49 @@ async def pull(
     ``created`` after the device deleted it locally (losing the delete)."""
     check_schema_version(schema_version)
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    horizon = await store.horizon()
-    full_resync = last_pulled_at is not None and last_pulled_at < horizon
+    tables = tables_for(schema_version)
+    counters = await store.counters(tables)
+    full_resync = last_pulled_at is not None and last_pulled_at < counters.horizon
     first = last_pulled_at is None or full_resync
     after = 0 if first else int(last_pulled_at or 0)
-    snapshot = await store.current_seq()
-    tables = tables_for(schema_version)
+    snapshot = counters.seq
 
-    rows: list[tuple[str, dict[str, Any]]] = []
+    rows: list[tuple[str, Change]] = []
     for table in tables:
-        for row in await store.changes(table, user_id, after, limit + 1,
-                                       columns_for(table, schema_version)):
-            rows.append((table, row))
-    rows.sort(key=lambda tr: tr[1]["_seq"])
+        if counters.newest[table] <= after:
+            continue  # no row of it changed after the cursor: no query
+        rows.extend((table, change) for change in await store.changes(
+            table, user_id, after, limit + 1, columns_for(table, schema_version)))
+    rows.sort(key=lambda tc: tc[1].seq)
     has_more = len(rows) > limit
     page = rows[:limit]
     if has_more:
         # Never cut between rows of one sequence number: the next page starts
         # after the cursor, and would skip the rest of them.
-        last = page[-1][1]["_seq"]
-        if rows[limit][1]["_seq"] == last:
-            whole = [tr for tr in page if tr[1]["_seq"] != last]
-            page = whole or [tr for tr in rows if tr[1]["_seq"] == last]
-        timestamp = page[-1][1]["_seq"]
+        last = page[-1][1].seq
+        if rows[limit][1].seq == last:
+            whole = [tc for tc in page if tc[1].seq != last]
+            page = whole or [tc for tc in rows if tc[1].seq == last]
+        timestamp = page[-1][1].seq
     else:
         timestamp = max(snapshot, after)
 
     changes: dict[str, dict[str, list[Any]]] = {
         t: {"created": [], "updated": [], "deleted": []} for t in tables
     }
-    for table, row in page:
+    for table, change in page:
         bucket = changes[table]
-        if row["_deleted"]:
+        if change.deleted:
             # Even when created after the cursor: the device may hold it because
             # it pushed it itself.  A device ignores deletes of ids it never had.
             if not first:
-                bucket["deleted"].append(row["id"])
+                bucket["deleted"].append(change.record["id"])
             continue
-        echo = device is not None and row.get("_device") == device
-        kind = "created" if first or (row["_created_seq"] > after and not echo) else "updated"
-        bucket[kind].append({k: v for k, v in row.items() if k not in META})
+        echo = device is not None and change.device == device
+        kind = ("created" if first or (change.created_seq > after and not echo)
+                else "updated")
+        # The store built the record in its wire shape: sent as it is.
+        bucket[kind].append(change.record)
 
     if migration is not None and not first:
         await _backfill(store, changes, user_id, migration, schema_version, page)
@@ -136,15 +137,15 @@ async def pull(
 
 async def _backfill(store: PullStore, changes: dict[str, dict[str, list[Any]]], user_id: int,
                     migration: Migration, schema_version: int,
-                    page: list[tuple[str, dict[str, Any]]]) -> None:
+                    page: list[tuple[str, Change]]) -> None:
     """Send every row of tables and columns the client just added (WatermelonDB migration)."""
-    already = {(t, r["id"]) for t, r in page}
+    already = {(t, c.record["id"]) for t, c in page}
     for table in (*migration.tables, *migration.columns):
         if table not in changes:
             continue
         kind = "created" if table in migration.tables else "updated"
-        for row in await store.changes(table, user_id, 0, 10**9,
-                                       columns_for(table, schema_version)):
-            if row["_deleted"] or (table, row["id"]) in already:
+        for change in await store.changes(table, user_id, 0, 10**9,
+                                          columns_for(table, schema_version)):
+            if change.deleted or (table, change.record["id"]) in already:
                 continue
-            changes[table][kind].append({k: v for k, v in row.items() if k not in META})
+            changes[table][kind].append(change.record)

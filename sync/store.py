@@ -8,7 +8,7 @@ by the caller, so a push batch commits whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -93,17 +93,32 @@ class PushStore(Protocol):
         ...
 
 
-class PullStore(Protocol):
-    async def current_seq(self) -> int: ...
+class Change(NamedTuple):
+    """A row of a pull page: the record as the wire sends it, built once, and
+    beside it what the pull decides by (never sent)."""
 
-    async def horizon(self) -> int:
-        """The highest sequence number of a purged tombstone: older cursors must resync."""
-        ...
+    seq: int  # the row's updated_seq: pages are ordered by it
+    created_seq: int
+    deleted: bool
+    device: str | None  # the device that pushed the row last
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What a pull reads first, in one query of its snapshot."""
+
+    seq: int  # the sequence counter: the newest number handed out
+    horizon: int  # the highest number of a purged tombstone: older cursors must resync
+    newest: dict[str, int]  # per table, the highest updated_seq of its rows (0: no rows)
+
+
+class PullStore(Protocol):
+    async def counters(self, tables: tuple[str, ...]) -> Counters: ...
 
     async def changes(
         self, table: str, user_id: int, after: int, limit: int, columns: tuple[str, ...]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Change]:
         """Rows of ``table`` the user may see with ``updated_seq > after``, oldest first,
-        at most ``limit``; each a wire record plus ``_seq``, ``_created_seq`` and
-        ``_deleted``."""
+        at most ``limit``; each record holds ``id`` and ``columns`` only."""
         ...

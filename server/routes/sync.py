@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 
 from schemas import errors
 from schemas.sync import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PUSH_RECORDS, SCHEMA_VERSION
+from server.database import read_snapshot
 from server.endpoint import INT64, Access, Call, Endpoint, Query
 from server.models.sequence import lock_writers
 from server.sync_store import OrmSyncStore
@@ -52,10 +53,8 @@ async def pull_changes(call: Call) -> Response:
             migration = parse_migration(json.loads(raw_migration or ""))
         except ValueError:
             raise errors.InvalidParameter("migration must be URL-encoded JSON.") from None
-    async with in_transaction() as conn:
-        if call.request.app.state.database.dialect == "postgres":
-            # One snapshot for the whole page, so that the counter and the rows agree.
-            await conn.execute_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    # One snapshot for the whole page, so that the counter and the rows agree.
+    async with read_snapshot(call.request.app.state.database.connection()) as conn:
         body = await pull(
             OrmSyncStore(conn), user_id=user.id, last_pulled_at=last_pulled_at,
             schema_version=SCHEMA_VERSION if schema_version is None else schema_version,

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import httpx
 import pytest
 from starlette.applications import Starlette
+from tortoise.exceptions import OperationalError
 from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.transactions import in_transaction
 
-from server.database import Steps, run_steps, tortoise_config
+from server.database import Steps, read_snapshot, run_steps, tortoise_config
 from server.models.sequence import current_seq, next_seq, next_seq_steps
 
 
@@ -67,6 +69,48 @@ async def test_commits_are_durable_and_writers_queue(db: Starlette) -> None:
     pragmas = {name: (await conn.execute_query_dict(f"PRAGMA {name}"))[0]
                for name in ("journal_mode", "synchronous", "busy_timeout")}
     assert [list(p.values())[0] for p in pragmas.values()] == ["wal", 2, 30000]
+
+
+async def test_a_read_snapshot_does_not_see_a_commit_made_after_its_first_read(
+    db: Starlette,
+) -> None:
+    # What a pull relies on: the counter and the rows of one snapshot.
+    database = db.state.database
+    async with in_transaction() as conn:
+        await next_seq(conn)
+
+    async def write() -> None:
+        async with in_transaction() as conn:
+            await next_seq(conn)
+
+    outside = contextvars.copy_context()  # a task started inside would join the snapshot
+    async with read_snapshot(database.connection()) as conn:
+        first = await current_seq(conn)
+        writer = asyncio.create_task(write(), context=outside)
+        # PostgreSQL: the writer commits meanwhile; SQLite: it waits for the
+        # snapshot's lock.
+        await asyncio.wait({writer}, timeout=0.5)
+        assert await current_seq(conn) == first
+        if database.dialect == "postgres":
+            assert writer.done()
+            for name, value in (("transaction_isolation", "repeatable read"),
+                                ("transaction_read_only", "on"), ("enable_sort", "off")):
+                rows = await conn.execute_query_dict(f"SHOW {name}")
+                assert rows[0][name] == value
+    await writer
+    assert await current_seq(database.connection()) == first + 1
+    if database.dialect == "postgres":  # SET LOCAL: the pooled connection is as it was
+        rows = await database.connection().execute_query_dict("SHOW enable_sort")
+        assert rows[0]["enable_sort"] == "on"
+
+
+async def test_a_read_snapshot_ends_whole_when_a_read_fails(db: Starlette) -> None:
+    database = db.state.database
+    with pytest.raises(OperationalError):
+        async with read_snapshot(database.connection()) as conn:
+            await conn.execute_query("SELECT no_such_column FROM sync_counter")
+    async with read_snapshot(database.connection()) as conn:  # the connection is usable
+        assert await current_seq(conn) >= 0
 
 
 async def test_steps_run_as_one_transaction(db: Starlette) -> None:
