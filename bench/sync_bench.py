@@ -4,7 +4,8 @@
 
 Per backend (SQLite, and PostgreSQL when PHENOSYNC_BENCH_POSTGRES_URL or
 PHENOSYNC_TEST_POSTGRES_URL is set), with the server under uvicorn on a
-loopback port, in the same run on the same machine:
+loopback port, in the same run on the same machine (the peers are measured
+just before each backend):
 
 - push throughput: observations/s in batches of 500 over HTTP, against
   (a) ``sqlite3.executemany`` of the same rows, batches of 500 each in its own
@@ -413,7 +414,7 @@ async def _pg_admin(base: str, sql: str) -> None:
 
 def run_backend(name: str, url: str, work: Path, args: argparse.Namespace,
                 raw_rate: float, pouch: dict[str, float]) -> dict[str, float]:
-    print(f"\n== {name} ==", flush=True)
+    print(f"== {name} ==", flush=True)
     world = prepare(url)
     records = wire_records(world, args.push, seed=1)
     server = phenosync_server(url, work / f"data-{name}")
@@ -457,6 +458,24 @@ def report(name: str, push_rate: float, pull_rate: float, raw_rate: float,
           f"(goal <= {GOALS['latency']}x) {verdict('latency')}", flush=True)
 
 
+def measure_peers(work: Path, args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """raw sqlite3.executemany rows/s, and pouchdb-server push and pull docs/s."""
+    work.mkdir()
+    world = prepare(f"sqlite://{work / 'raw.sqlite3'}", ("pusher",))
+    records = wire_records(world, args.push, seed=1)
+    raw_rate = raw_sqlite_push(work / "raw.sqlite3", world, records)
+    pouch_dir = work / "pouch"
+    pouch_dir.mkdir()
+    peer = pouchdb_server(pouch_dir)
+    try:
+        pouch = {"push": push_pouch(peer, records), "pull": pull_pouch(peer, len(records))}
+    finally:
+        peer.stop()
+    print(f"\npeers: raw sqlite3 {raw_rate:.0f} rows/s, pouchdb-server push "
+          f"{pouch['push']:.0f} docs/s, pull {pouch['pull']:.0f} docs/s", flush=True)
+    return raw_rate, pouch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--push", type=int, default=20_000, help="observations pushed/pulled")
@@ -475,26 +494,16 @@ def main() -> None:
     try:
         print(f"sync benchmark: {args.push:,} observations in batches of {BATCH}, pages of "
               f"{PAGE}; latency at {args.small:,} and {args.large:,} stored", flush=True)
-        # The peers, measured once in this run with the same documents.
-        world = prepare(f"sqlite://{work / 'raw.sqlite3'}", ("pusher",))
-        records = wire_records(world, args.push, seed=1)
-        raw_rate = raw_sqlite_push(work / "raw.sqlite3", world, records)
-        pouch_dir = work / "pouch"
-        pouch_dir.mkdir()
-        peer = pouchdb_server(pouch_dir)
-        try:
-            pouch = {"push": push_pouch(peer, records), "pull": pull_pouch(peer, len(records))}
-        finally:
-            peer.stop()
-        print(f"peers: raw sqlite3 {raw_rate:.0f} rows/s, pouchdb-server push "
-              f"{pouch['push']:.0f} docs/s, pull {pouch['pull']:.0f} docs/s")
-
+        # The peers, measured with the same documents just before each
+        # backend (not once for both: the machine's load moves in minutes).
+        raw_rate, pouch = measure_peers(work / "sqlite", args)
         run_backend("sqlite", f"sqlite://{work / 'phenosync.sqlite3'}", work, args,
                     raw_rate, pouch)
         if pg_base:
             name, url = _pg_database(pg_base)
             asyncio.run(_pg_admin(pg_base, f'CREATE DATABASE "{name}"'))
             try:
+                raw_rate, pouch = measure_peers(work / "postgres", args)
                 run_backend("postgres", url, work, args, raw_rate, pouch)
             finally:
                 asyncio.run(_pg_admin(pg_base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
