@@ -152,9 +152,10 @@ class LocalStorage:
         # SYNC_SECONDS (so that the progress reported to ``on_flush`` is on
         # disk).  Not also once the end is near: an upload that arrives
         # within a second is synced once, at its end (a second sync begun
-        # beside the writing cost the PATCH more than the shorter last sync
-        # saved; bench/photo_bench.py).  ``on_written`` runs beside the last
-        # sync.  A file made by ``create`` has its name synced already.
+        # beside the writing cost more than the shorter last sync saved;
+        # bench/photo_report.md); each block's writeback is started as it
+        # is written instead (``_write_back``).  ``on_written`` runs beside
+        # the last sync.  A file made by ``create`` has its name synced already.
         handle: BinaryIO | None = None
         created = False
         in_flight: tuple[asyncio.Future[None], int] | None = None
