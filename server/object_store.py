@@ -181,7 +181,6 @@ class S3Storage:
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
-        expect: int | None = None,  # a part is durable once PUT: nothing to start early
         on_written: Callable[[], object] | None = None,
     ) -> int:
         name = self._name(key)
@@ -279,6 +278,10 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=name)
             return parts
         return self._cut(name, segments, offset)
+
+    async def create(self, key: str) -> None:
+        """Nothing to do: ``write_at`` stores each part whole, and its first
+        call makes the key."""
 
     async def truncate(self, key: str, length: int) -> None:
         name = self._name(key)

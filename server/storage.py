@@ -53,7 +53,6 @@ class Storage(Protocol):
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
-        expect: int | None = None,
         on_written: Callable[[], object] | None = None,
     ) -> int:
         """Write ``chunks`` at ``offset`` (cutting off anything after it); return
@@ -63,11 +62,17 @@ class Storage(Protocol):
         power cut; ``observe(block)`` sees
         every block just before it is written, in the writing thread (hashes
         are computed there, off the event loop); everything written is synced
-        to disk before this returns.  ``expect``: how many bytes the chunks
-        are expected to hold (a hint: syncing may start before the end).
+        to disk before this returns.
         ``on_written()``: called in a worker thread once every chunk is
         written, when they all arrived (not after an error), possibly while the
         last sync runs; what it raises is raised here after that sync."""
+
+    async def create(self, key: str) -> None:
+        """Make ``key`` ready for ``write_at`` ahead of its bytes (a tus
+        creation, before its PATCH): local storage makes an empty file and
+        syncs its folder, so that the name survives a power cut and the write
+        that follows syncs only its bytes; a bucket has nothing to do (a
+        part is stored whole).  Deleting the key undoes it."""
 
     async def truncate(self, key: str, length: int) -> None: ...
 
@@ -131,7 +136,6 @@ class LocalStorage:
         *,
         on_flush: Callable[[int], object] | None = None,
         observe: Callable[[bytes | bytearray], object] | None = None,
-        expect: int | None = None,
         on_written: Callable[[], object] | None = None,
     ) -> int:
         path = self.key_path(key)
@@ -146,8 +150,12 @@ class LocalStorage:
         # other threads, beside the writing: a new file's directory entry as
         # soon as the file is made, and the bytes written so far every
         # SYNC_SECONDS (so that the progress reported to ``on_flush`` is on
-        # disk) and once the expected end is near (so that the last sync has
-        # little left to do).  ``on_written`` runs beside the last sync.
+        # disk).  Not also once the end is near: an upload that arrives
+        # within a second is synced once, at its end (a second sync begun
+        # beside the writing cost more than the shorter last sync saved;
+        # bench/photo_report.md); each block's writeback is started as it
+        # is written instead (``_write_back``).  ``on_written`` runs beside
+        # the last sync.  A file made by ``create`` has its name synced already.
         handle: BinaryIO | None = None
         created = False
         in_flight: tuple[asyncio.Future[None], int] | None = None
@@ -158,7 +166,6 @@ class LocalStorage:
         named: asyncio.Future[None] | None = None  # the new file's name synced
         syncing: asyncio.Future[None] | None = None  # the bytes written so far synced
         covering = durable = reported = 0  # bytes: the sync covers, are synced, reported
-        tail_synced = False
         loop = asyncio.get_running_loop()
         all_written = asyncio.Event()  # set by the last write, before its sync
 
@@ -166,11 +173,14 @@ class LocalStorage:
             nonlocal handle, created
             if handle is None:
                 handle, created = _open_at(path, offset)
+            start = handle.tell()
             for chunk in chunks:
                 if observe is not None:
                     observe(chunk)
                 handle.write(chunk)
             handle.flush()
+            if not last:
+                _write_back(handle.fileno(), start, handle.tell() - start)
             if last:
                 loop.call_soon_threadsafe(all_written.set)
                 os.fsync(handle.fileno())
@@ -189,7 +199,7 @@ class LocalStorage:
             syncing = asyncio.ensure_future(to_thread.run_sync(_sync_and_close, fd))
 
         async def settle() -> None:
-            nonlocal in_flight, written, named, syncing, durable, reported, tail_synced
+            nonlocal in_flight, written, named, syncing, durable, reported
             if in_flight is None:
                 return
             (step, size), in_flight = in_flight, None
@@ -206,13 +216,9 @@ class LocalStorage:
                 reported = durable
                 if on_flush is not None:
                     await _maybe_await(on_flush(durable))
-            if syncing is None and written > durable:
-                # The end is near when about two blocks are still to come
-                # (what is written lags a block behind what arrived).
-                near_end = expect is not None and expect - written <= 3 * WRITE_BUFFER
-                if (near_end and not tail_synced) or time.monotonic() - last_sync >= SYNC_SECONDS:
-                    tail_synced = tail_synced or near_end
-                    sync_written()
+            if (syncing is None and written > durable
+                    and time.monotonic() - last_sync >= SYNC_SECONDS):
+                sync_written()
 
         arrived = False
         try:
@@ -253,6 +259,9 @@ class LocalStorage:
                 if handle is not None and not handle.closed:  # an error on the way
                     await to_thread.run_sync(handle.close)
         return written
+
+    async def create(self, key: str) -> None:
+        await to_thread.run_sync(_create_empty, self.key_path(key))
 
     async def truncate(self, key: str, length: int) -> None:
         path = self.key_path(key)
@@ -340,6 +349,20 @@ def _open_at(path: Path, offset: int) -> tuple[BinaryIO, bool]:
     return handle, created
 
 
+def _write_back(fd: int, start: int, length: int) -> None:
+    """Start writing a block just written to the disk, without waiting for
+    it (Linux: ``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages
+    and keeps them till it ends): the sync at the end then writes only the
+    last block, where a file written whole and synced once (the plain PUT of
+    bench/photo_bench.py) waits for all of it.  No sync, no cache flush: what
+    counts as durable is still only what a sync covered."""
+    if _FADVISE and length > 0:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+
+
+_FADVISE = hasattr(os, "posix_fadvise")
+
+
 def _sync_and_close(fd: int) -> None:
     try:
         os.fdatasync(fd)
@@ -356,6 +379,16 @@ def _truncate(path: Path, length: int) -> None:
         os.ftruncate(fd, length)
     finally:
         os.close(fd)
+
+
+def _create_empty(path: Path) -> None:
+    """An empty file at ``path`` (what was there is cut to nothing), its
+    name synced: a new file's name is in its folder, which ``fsync`` of the
+    file alone does not promise to make durable."""
+    _make_parent(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def _create_new(path: Path) -> BinaryIO:

@@ -472,12 +472,28 @@ class TusServer:
                 )
             return sha256
 
-        declared_sha256 = await run_steps(conn, steps())
+        storage_key = f"uploads/{upload_id}"
+        if lease is not None:
+            declared_sha256 = await run_steps(conn, steps())
+        else:
+            # The file is made (its name synced) beside the transaction, each
+            # waiting for the disk at the same time: the PATCH that follows
+            # then syncs only its bytes, not the folder as well.  (A body
+            # sent with the creation makes the file as it is written.)
+            making = asyncio.ensure_future(self.storage.create(storage_key))
+            try:
+                declared_sha256 = await run_steps(conn, steps())
+            except BaseException:
+                await asyncio.gather(making, return_exceptions=True)
+                with contextlib.suppress(OSError):
+                    await self.storage.delete(storage_key)
+                raise
+            await making
         upload = Upload(
             id=upload_id, photo_id=photo_id, user_id=user.id, length=length, offset=0,
             metadata_header=header, metadata=stored, declared_sha256=declared_sha256,
             content_type=filetype or None, state=UploadStatus.RECEIVING,
-            storage_key=f"uploads/{upload_id}", expires_at=expires_at,
+            storage_key=storage_key, expires_at=expires_at,
             locked_until=locked_until, lock_token=lease,
         )
         headers = tus_headers(
@@ -580,7 +596,6 @@ class TusServer:
         ``token``; returns the new offset.  Completes the upload when it is the
         last byte."""
         room = upload.length - offset
-        content_length = _int_header(request, "content-length", required=False)
         mine = Upload.filter(id=upload.id, lock_token=token)
         progress = {"flushed": 0}
         received = 0
@@ -646,7 +661,6 @@ class TusServer:
             try:
                 written = await self.storage.write_at(
                     upload.storage_key, offset, chunks(), on_flush=flushed, observe=observe,
-                    expect=min(room, content_length if content_length is not None else room),
                     on_written=check_written,
                 )
             except _TooLong:

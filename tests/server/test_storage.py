@@ -55,6 +55,29 @@ async def test_write_at_appends_and_cuts_off_what_follows(storage: Storage) -> N
         assert handle.read() == b"hello"
 
 
+async def test_create_then_write_at_holds_the_bytes_and_delete_undoes_it(
+    storage: Storage,
+) -> None:
+    """``create`` (a tus creation) readies a key for the PATCH's write."""
+    await storage.create("uploads/made")
+    assert await storage.write_at("uploads/made", 0, chunks(b"photo ", b"bytes")) == 11
+    assert await read_all(storage, "uploads/made") == b"photo bytes"
+    await storage.create("uploads/other")
+    await storage.delete("uploads/other")
+    assert await storage.size("uploads/other") is None
+
+
+async def test_local_create_makes_an_empty_file_cutting_off_what_was_there(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.create("uploads/new")
+    assert (tmp_path / "uploads" / "new").read_bytes() == b""
+    await storage.put("uploads/old", b"stale")
+    await storage.create("uploads/old")
+    assert await storage.size("uploads/old") == 0
+
+
 async def test_an_empty_write_makes_the_key(storage: Storage) -> None:
     assert await storage.write_at("uploads/e", 0, chunks()) == 0
     assert await storage.size("uploads/e") == 0
@@ -93,15 +116,12 @@ async def test_write_at_in_blocks_observes_every_byte_and_keeps_what_arrived(
     assert kept == data[: (2 * WRITE_BUFFER // 100_000 + 1) * 100_000]
 
 
-async def test_write_at_keeps_every_byte_whatever_length_it_expects(storage: Storage) -> None:
-    """``expect`` is a hint (local storage syncs what it has written once the
-    end is near, beside the writing): right, too small or too large, every
-    byte is there, in order, and nothing after them."""
+async def test_write_at_keeps_every_byte_in_order_and_nothing_after(storage: Storage) -> None:
     data = random.Random(7).randbytes(4 * WRITE_BUFFER + 4321)
     pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     progress: list[int] = []
     written = await storage.write_at(
-        "uploads/e", 0, chunks(*pieces), on_flush=progress.append, expect=len(data)
+        "uploads/e", 0, chunks(*pieces), on_flush=progress.append
     )
 
     def stored() -> bytes:
@@ -111,10 +131,9 @@ async def test_write_at_keeps_every_byte_whatever_length_it_expects(storage: Sto
     assert written == len(data) and progress == sorted(progress)
     assert stored() == data
     rest = data[1000:]
-    assert await storage.write_at("uploads/e", 1000, chunks(rest), expect=10) == len(rest)
+    assert await storage.write_at("uploads/e", 1000, chunks(rest)) == len(rest)
     assert stored() == data
-    short = await storage.write_at("uploads/e", 5, chunks(data[5:2 * WRITE_BUFFER]),
-                                   expect=len(data))
+    short = await storage.write_at("uploads/e", 5, chunks(data[5:2 * WRITE_BUFFER]))
     assert short == 2 * WRITE_BUFFER - 5
     assert stored() == data[: 2 * WRITE_BUFFER]
 

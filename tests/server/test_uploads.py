@@ -18,6 +18,7 @@ from server import jobs, uploads
 from server.models.jobs import Job
 from server.models.observations import Photo, QualityFlag
 from server.models.uploads import Upload, UploadStatus
+from server.storage import LocalStorage
 from tests.factories import auth, make_user
 from tests.factories_photos import (
     encoded,
@@ -247,7 +248,8 @@ async def test_a_refused_patch_writes_nothing_of_the_body_it_began_to_receive(
         r = await client.patch(location, content=pieces(data), headers={
             **TUS, **OCTET, **auth(who), "Upload-Offset": offset})
         assert r.status_code == status, r.text
-    assert await db.state.storage.size(f"uploads/{upload_id}") is None
+    # The creation made the file; no refused PATCH wrote to it.
+    assert await db.state.storage.size(f"uploads/{upload_id}") == 0
     upload = await Upload.get(id=upload_id)
     assert upload.offset == 0 and upload.lock_token == "someone"
 
@@ -351,11 +353,31 @@ async def test_malformed_exif_is_accepted_without_exif(
     assert ready.exif_taken_at is None and ready.exif_latitude is None
 
 
-async def test_refused_creations(client: httpx.AsyncClient) -> None:
+async def test_a_creation_makes_the_upload_file_beside_its_transaction(
+    client: httpx.AsyncClient, db: Starlette
+) -> None:
+    """The file is made, its name synced, by the POST (the PATCH then syncs
+    only its bytes); a refused creation leaves none behind."""
+    user, token = await make_user()
+    photo = await make_photo(user, declared_sha256="0" * 64)
+    files = set(db.state.storage.keys())
+    r = await create(client, token, photo.id, 10)
+    assert r.status_code == 201, r.text
+    key = f"uploads/{r.headers['Location'].rsplit('/', 1)[1]}"
+    assert isinstance(db.state.storage, LocalStorage)
+    assert await db.state.storage.size(key) == 0
+    # Refused inside the transaction, while the file was being made: it is removed.
+    r = await create(client, token, photo.id, 10, sha256="1" * 64)
+    assert r.json()["error"]["code"] == "sha256_mismatch", r.text
+    assert set(db.state.storage.keys()) - files == {(key, 0)}
+
+
+async def test_refused_creations(client: httpx.AsyncClient, db: Starlette) -> None:
     user, token = await make_user()
     other, other_token = await make_user()
     photo = await make_photo(user)
     theirs = await make_photo(other)
+    files = set(db.state.storage.keys())
     cases: list[tuple[httpx.Response, int, str]] = [
         (await create(client, token, photo.id, 0), 422, "empty_upload"),
         (await create(client, token, photo.id, 51 * 1024 * 1024), 413, "payload_too_large"),
@@ -377,6 +399,7 @@ async def test_refused_creations(client: httpx.AsyncClient) -> None:
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code, response.text
     assert not await Upload.exists()
+    assert set(db.state.storage.keys()) == files  # no file made for a refused creation
     assert (await Photo.get(id=photo.id)).upload_state == UploadState.PENDING
 
 
