@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from tortoise.transactions import in_transaction
@@ -88,13 +89,21 @@ async def test_conflicting_status_flags_both_records(client: httpx.AsyncClient) 
     assert await codes(other.id) == set()
 
 
-async def test_out_of_season_needs_enough_verified_records(client: httpx.AsyncClient) -> None:
-    world = await make_world()
-    phone = await make_device(client, world)
-    days = [datetime(2025, 2, 1, 10, tzinfo=UTC) + timedelta(days=d % 15) for d in range(19)]
+async def verified_in_february(phone: Any, world: Any, count: int
+                               ) -> tuple[list[datetime], list[Observation]]:
+    """``count`` verified "yes" records of the world's hazel flowers in early
+    February: the sample out_of_season learns the season from."""
+    days = [datetime(2025, 2, 1, 10, tzinfo=UTC) + timedelta(days=d % 15) for d in range(count)]
     verified = await push_observations(phone, *[
         observation(world, observed_at=d.isoformat()) for d in days])
     await Observation.filter(id__in=[o.id for o in verified]).update(review_status="verified")
+    return days, verified
+
+
+async def test_out_of_season_needs_enough_verified_records(client: httpx.AsyncClient) -> None:
+    world = await make_world()
+    phone = await make_device(client, world)
+    days, _ = await verified_in_february(phone, world, 19)
     august = observation(world, observed_at="2025-08-10T10:00:00+00:00")
     (early,) = await push_observations(phone, august)
     assert await codes(early.id) == set()  # 19 verified records: not judged yet
@@ -114,10 +123,7 @@ async def test_out_of_season_leaves_out_records_a_reviewer_moved(
 ) -> None:
     world = await make_world()
     phone = await make_device(client, world)
-    days = [datetime(2025, 2, 1, 10, tzinfo=UTC) + timedelta(days=d % 15) for d in range(21)]
-    verified = await push_observations(phone, *[
-        observation(world, observed_at=d.isoformat()) for d in days])
-    await Observation.filter(id__in=[o.id for o in verified]).update(review_status="verified")
+    _, verified = await verified_in_february(phone, world, 21)
     # Two of the 21 are really oak leaves, say the reviewers: 19 remain.
     await Observation.filter(id__in=[verified[0].id]).update(verified_taxon_id=world.oak.id)
     await Observation.filter(id__in=[verified[1].id]).update(
