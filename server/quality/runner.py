@@ -238,11 +238,15 @@ async def settle(batch: Batch, conn: BaseDBAsyncClient) -> list[str]:
         # row to add, move or remove.
         for o in outcomes if o.after == waiting or o.subject.id not in batch.new
     ], conn, new=batch.new)
+    # A stored status that moved is audited; a record created in this
+    # transaction has had no other status (its row, its flags and their
+    # times say how it began): a push of 500 new records writes no 500 events.
     await audit.record_many([
         ("review.status_changed", "observation", o.subject.id,
          {"from": o.before, "to": o.after,
           "reason": "edited" if batch.edited else "quality checks", "flags": o.codes})
-        for o in outcomes if o.changed and o.before != o.after
+        for o in outcomes
+        if o.changed and o.before != o.after and o.subject.id not in batch.new
     ], using_db=conn)
     ids = {o.subject.id for o in outcomes}
     partners = sorted(batch.ctx.partners - ids)

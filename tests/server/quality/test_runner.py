@@ -163,4 +163,28 @@ async def test_fixing_the_record_removes_the_flag_and_a_recheck_keeps_numbers_mo
     await obs.refresh_from_db()
     assert obs.updated_seq > before and obs.client_changed_seq < obs.updated_seq
     assert await codes(obs.id) == {"outside_project_area"}
-    assert await AuditEvent.filter(entity_id=obs.id, action="review.status_changed").count() == 1
+    # Created in needs_review and never moved since: no status change to audit
+    # (the flag moved, and has its own row and time).
+    assert await AuditEvent.filter(entity_id=obs.id, action="review.status_changed").count() == 0
+
+
+async def test_a_stored_status_that_moves_is_audited_a_new_records_first_is_not(
+    client: httpx.AsyncClient,
+) -> None:
+    world = await make_world()
+    world.project.auto_accept = True
+    await world.project.save()
+    phone = await make_device(client, world)
+    record = observation(world)
+    (obs,) = await push_observations(phone, record)
+    await obs.refresh_from_db()
+    assert obs.review_status == "auto_accepted"
+    events = AuditEvent.filter(entity_id=obs.id, action="review.status_changed")
+    assert await events.count() == 0  # created so: no change of a stored status
+    await phone.pull_all()
+    r = await phone.push({"observations": {"updated": [{**record, "latitude": 48.85,
+                                                        "longitude": 2.35}]}})
+    assert r.json()["counts"]["applied"] == 1
+    (event,) = await events
+    assert event.data == {"from": "auto_accepted", "to": "needs_review", "reason": "edited",
+                          "flags": ["outside_project_area"]}

@@ -77,8 +77,9 @@ async def test_two_agreeing_reviewers_verify_and_the_result_syncs_back(
     assert changes["observations"]["updated"][0]["review_status"] == "verified"
     actions = await AuditEvent.filter(entity_id=obs.id).order_by("id").values_list(
         "action", flat=True)
-    assert actions == ["review.status_changed", "review.decided", "review.decided",
-                       "review.status_changed"]
+    # Created in needs_review (not a change of a stored status: no event), then
+    # two decisions and the status they settled.
+    assert actions == ["review.decided", "review.decided", "review.status_changed"]
     event = await AuditEvent.filter(entity_id=obs.id, action="review.decided").first()
     assert event and event.actor_id == anna.user.id and event.data["comment"] == "clear photo"  # type: ignore[attr-defined]
 
